@@ -1,0 +1,1 @@
+"""Distillery API: trajectories in, spans corrected, datasets frozen, jobs launched. Never imports torch."""

@@ -1,0 +1,1 @@
+"""Distillery worker: claims jobs from Postgres and runs span-level distillation."""

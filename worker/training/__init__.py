@@ -1,0 +1,1 @@
+"""Span-level distillation engine: rendering, losses, curriculum, recipe, evaluation."""
