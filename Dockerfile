@@ -1,0 +1,18 @@
+# One image for the API and the worker. Build with --build-arg TORCH_INDEX to pick a CUDA build of
+# torch for GPU workers (the default is the CPU wheel from PyPI's default index).
+FROM python:3.11-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1
+WORKDIR /srv/distillery
+RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install --index-url ${TORCH_INDEX} torch==2.13.0 || pip install torch==2.13.0
+COPY pyproject.toml README.md alembic.ini ./
+COPY app ./app
+COPY worker ./worker
+COPY migrations ./migrations
+RUN pip install ".[train]"
+RUN useradd --create-home distillery && mkdir -p /data && chown distillery /data
+USER distillery
+ENV DISTILLERY_DATA_DIR=/data
+EXPOSE 8000
+CMD ["distillery", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,57 @@
+"""Settings for the API and the worker, read from ``DISTILLERY_*`` environment variables.
+
+One ``Settings`` object; ``get_settings()`` caches it. Limits live here so that every endpoint
+states the same numbers in its 413/422 answers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("distillery", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTILLERY_", extra="ignore")
+
+    database_url: str | None = Field(
+        None, description="SQLAlchemy/psycopg URL. Unset: an embedded Postgres in data_dir is started."
+    )
+    data_dir: Path = Field(default_factory=default_data_dir, description="Embedded Postgres data, artifacts.")
+    admin_key: SecretStr | None = Field(None, description="Bootstrap admin API key (all scopes).")
+    models_root: Path | None = Field(None, description="Local model paths must live under this folder.")
+
+    db_pool_size: int = Field(10, ge=1, le=200)
+    db_max_overflow: int = Field(10, ge=0, le=200)
+    db_statement_timeout_ms: int = Field(30_000, ge=100)
+    auth_cache_seconds: float = Field(5.0, ge=0, description="How long a verified key is trusted in memory.")
+
+    # Limits: answered with 413/422 problem+json that states the limit; never truncation.
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Single-item request body limit.")
+    max_batch_request_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Batch request body limit.")
+    max_batch_items: int = Field(1000, ge=1, le=10_000)
+    max_messages: int = Field(2000, ge=1)
+    max_message_chars: int = Field(1_000_000, ge=1)
+    max_trajectory_chars: int = Field(4_000_000, ge=1)
+    max_metadata_bytes: int = Field(64 * 1024, ge=2)
+    max_tags: int = Field(64, ge=0)
+    max_spans: int = Field(20_000, ge=1)
+
+    log_level: str = Field("INFO")
+    log_json: bool = Field(True, description="JSON log lines (one object per line).")
+
+    @property
+    def pgdata_dir(self) -> Path:
+        return self.data_dir / "pgdata"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

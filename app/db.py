@@ -1,0 +1,79 @@
+"""Engine, sessions and the per-request unit of work.
+
+``Database`` owns the engine and sessionmaker. ``get_session`` is the FastAPI dependency: it
+commits when the route returns and rolls back on any error, *before* the response is sent
+(dependency scope ``function``), so nothing is acknowledged that is not committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+import orjson
+from fastapi import Depends, Request
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+
+
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+class Database:
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(
+            url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_pre_ping=True,
+            pool_timeout=5,
+            json_serializer=_json_dumps,
+            connect_args={"connect_timeout": 5},
+        )
+        timeout = settings.db_statement_timeout_ms
+
+        @event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            with dbapi_conn.cursor() as cur:
+                cur.execute(f"SET statement_timeout = {int(timeout)}")
+            dbapi_conn.commit()
+
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+def session_scope(db: Database) -> Iterator[Session]:
+    session = db.sessionmaker()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    factory = getattr(request.app.state, "session_factory", None)
+    if factory is not None:  # tests bind sessions to an outer transaction
+        yield from factory()
+        return
+    yield from session_scope(request.app.state.db)
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]

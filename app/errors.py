@@ -1,0 +1,177 @@
+"""Domain errors and their RFC 9457 problem+json rendering.
+
+Every error a client can see is an ``AppError`` with an HTTP status and a stable ``code``::
+
+    AppError (500 internal_error)
+    ├── ValidationFailed (422 validation_error)      per-field ``errors``
+    ├── PayloadTooLarge (413 payload_too_large)      states the limit
+    ├── Unauthorized (401 unauthorized)
+    ├── Forbidden (403 forbidden)                     names the missing scope
+    ├── NotFound (404 not_found)
+    ├── Conflict (409 conflict)                       idempotency / state clashes
+    ├── PreconditionFailed (412 precondition_failed)
+    ├── PreconditionRequired (428 precondition_required)
+    └── ServiceUnavailable (503 database_unavailable)
+
+Services raise these; ``install_error_handlers`` turns them (and FastAPI's own validation and
+HTTP errors, and a lost database) into ``application/problem+json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class AppError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code:
+            self.code = code
+        self.errors = errors
+        self.headers = headers
+        self.extra = extra
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"https://distillery.dev/problems/{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        if self.errors:
+            body["errors"] = self.errors
+        body.update(self.extra)
+        return body
+
+
+class ValidationFailed(AppError):
+    status, code, title = 422, "validation_error", "Validation failed"
+
+
+class PayloadTooLarge(AppError):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class Unauthorized(AppError):
+    status, code, title = 401, "unauthorized", "Unauthorized"
+
+
+class Forbidden(AppError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class NotFound(AppError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(AppError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class PreconditionFailed(AppError):
+    status, code, title = 412, "precondition_failed", "Precondition failed"
+
+
+class PreconditionRequired(AppError):
+    status, code, title = 428, "precondition_required", "Precondition required"
+
+
+class ServiceUnavailable(AppError):
+    status, code, title = 503, "database_unavailable", "Service unavailable"
+
+
+def problem_response(err: AppError, request: Request | None = None) -> JSONResponse:
+    headers = dict(err.headers or {})
+    if err.status == 503:
+        headers.setdefault("Retry-After", "1")
+    return JSONResponse(
+        err.to_problem(str(request.url.path) if request else None),
+        status_code=err.status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": _field_path(tuple(e.get("loc", ()))), "code": e.get("type", "invalid"), "message": e.get("msg", "")}
+        for e in exc.errors()
+    ]
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return problem_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = ValidationFailed("The request is not valid.", errors=validation_errors(exc))
+        return problem_response(err, request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+        err = AppError(str(exc.detail), code=codes.get(exc.status_code, f"http_{exc.status_code}"))
+        err.status = exc.status_code
+        err.title = str(exc.detail)
+        return problem_response(err, request)
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if is_connection_error(exc):
+            log.warning("database unavailable: %s", exc.__class__.__name__)
+            return problem_response(ServiceUnavailable("The database is unreachable; nothing was stored."), request)
+        log.exception("database error")
+        return problem_response(AppError("Unexpected database error; nothing was stored."), request)
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(request: Request, exc: PoolTimeout) -> JSONResponse:
+        return problem_response(ServiceUnavailable("No database connection available; nothing was stored."), request)
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return problem_response(AppError("Unexpected error; nothing was stored."), request)

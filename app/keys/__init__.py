@@ -1,0 +1,1 @@
+"""API key administration (admin scope)."""

@@ -1,0 +1,81 @@
+"""``create_app()``: settings, database, routers, middleware, error handling and OpenAPI."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app import health
+from app.auth import KeyCache
+from app.config import Settings, get_settings
+from app.db import Database
+from app.embedded import resolve_database_url
+from app.errors import install_error_handlers
+from app.keys.routes import router as keys_router
+from app.observability import ObservabilityMiddleware
+from app.trajectories.routes import router as trajectories_router
+from app.trajectories.schemas import TrajectoryCreate
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None,
+               migrate: bool = True) -> FastAPI:
+    """Build the API. Without ``database``, connect to the configured URL (or the embedded server)
+    and, with ``migrate``, bring the schema to head first."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if getattr(app.state, "db", None) is None:
+            url = resolve_database_url(settings.database_url, settings.pgdata_dir)
+            if migrate:
+                from app.migrate import upgrade
+
+                upgrade(url)
+            app.state.db = Database(url, settings)
+            log.info("database ready", extra={"embedded": settings.database_url is None})
+        yield
+        if database is None:
+            app.state.db.dispose()
+
+    app = FastAPI(
+        title="Distillery",
+        version="0.1.0",
+        summary="Agent trajectories in, span-level distilled students out.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.state.key_cache = KeyCache()
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(keys_router)
+    app.include_router(trajectories_router)
+
+    batch_paths = ("/v1/trajectories/batch",)
+
+    def body_limit(path: str) -> int:
+        return settings.max_batch_request_bytes if path in batch_paths else settings.max_request_bytes
+
+    app.add_middleware(ObservabilityMiddleware, body_limit=body_limit)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            extra = TrajectoryCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(extra.pop("$defs", {}))
+            components["TrajectoryCreate"] = extra
+            schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,230 @@
+"""``/v1/trajectories``: ingest (single and batch), list, read, export, delete."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+
+from app.auth import Admin, Ingest, Principal, Reader
+from app.db import SessionDep
+from app.errors import AppError, Conflict, ValidationFailed
+from app.observability import TRAJECTORIES_INGESTED
+from app.trajectories import repository as repo
+from app.trajectories import service
+from app.trajectories.formats import export as export_format
+from app.trajectories.schemas import (
+    BatchItemResult,
+    BatchResult,
+    Format,
+    Outcome,
+    Status,
+    TrajectoryPage,
+    TrajectoryRead,
+    TrajectoryReceipt,
+    TrajectorySummary,
+)
+
+router = APIRouter(prefix="/v1/trajectories", tags=["trajectories"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255,
+                                               description="Replays return the original result.")]
+
+
+def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed(f"The body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def _idempotent(session: Session, principal: Principal, key: str | None, endpoint: str, item: Any
+                ) -> tuple[str | None, dict[str, Any] | None]:
+    """Reserve the Idempotency-Key; return (scoped key, stored response to replay or None)."""
+    if key is None:
+        return None, None
+    scoped = f"{principal.key_id}:{key}"
+    record = repo.claim_idempotency_key(session, scoped, endpoint, service.request_sha256(item))
+    if record is None:
+        return scoped, None
+    if record.endpoint != endpoint or record.request_sha256 != service.request_sha256(item):
+        raise Conflict("This Idempotency-Key was used with a different request body.",
+                       code="idempotency_key_reused")
+    return scoped, record.response
+
+
+def _create_one(session: Session, item: Any, request: Request, principal: Principal, key: str | None
+                ) -> tuple[int, dict[str, Any]]:
+    scoped, replay = _idempotent(session, principal, key, "create", item)
+    if replay is not None:
+        return 200, {**replay, "created": False}
+    outcome = service.ingest(session, [item], request.app.state.settings, principal.key_id)[0]
+    fmt = item.get("format", "unknown") if isinstance(item, dict) else "unknown"
+    if outcome.error is not None:
+        TRAJECTORIES_INGESTED.labels(format=str(fmt), result="rejected").inc()
+        raise outcome.error
+    assert outcome.receipt is not None
+    body = outcome.receipt.model_dump(mode="json")
+    if scoped is not None:
+        repo.store_idempotent_response(session, scoped, outcome.status, body)
+    TRAJECTORIES_INGESTED.labels(format=str(fmt), result="created" if outcome.status == 201 else "replayed").inc()
+    return outcome.status, body
+
+
+@router.post(
+    "", status_code=201, response_model=TrajectoryReceipt,
+    openapi_extra=_body_schema({"$ref": "#/components/schemas/TrajectoryCreate"}),
+    responses={200: {"description": "A replay of an already stored trajectory (same id)."},
+               409: {"description": "Same external_id or Idempotency-Key with different content."},
+               413: {"description": "Body over the byte limit."}, 422: {"description": "Invalid."}},
+)
+async def create_trajectory(request: Request, response: Response, session: SessionDep, principal: Ingest,
+                            idempotency_key: IdempotencyKey = None) -> Any:
+    """Ingest one trajectory: normalized, segmented and committed before the answer."""
+    item = _loads(await request.body())
+    status, body = await run_in_threadpool(_create_one, session, item, request, principal, idempotency_key)
+    response.status_code = status
+    response.headers["Location"] = f"/v1/trajectories/{body['id']}"
+    return body
+
+
+def _create_batch(session: Session, payload: Any, request: Request, principal: Principal, key: str | None
+                  ) -> tuple[int, dict[str, Any]]:
+    settings = request.app.state.settings
+    if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
+        raise ValidationFailed("The body must be {\"items\": [...]}.",
+                               errors=[{"field": "items", "code": "type_error", "message": "expected a list"}])
+    items = payload["items"]
+    if len(items) > settings.max_batch_items:
+        raise service.LimitExceeded(
+            f"The batch has {len(items)} items; the limit is {settings.max_batch_items}. Nothing was stored.",
+            limit={"name": "items", "max": settings.max_batch_items, "actual": len(items)})
+    scoped, replay = _idempotent(session, principal, key, "batch", payload)
+    if replay is not None:
+        return 200, replay
+    outcomes = service.ingest(session, items, settings, principal.key_id)
+    results = []
+    counts = {"created": 0, "replayed": 0, "failed": 0}
+    for i, (item, o) in enumerate(zip(items, outcomes, strict=True)):
+        fmt = str(item.get("format", "unknown")) if isinstance(item, dict) else "unknown"
+        if o.error is not None:
+            counts["failed"] += 1
+            TRAJECTORIES_INGESTED.labels(format=fmt, result="rejected").inc()
+            results.append(BatchItemResult(index=i, status=o.status, error=o.error.to_problem()))
+        else:
+            assert o.receipt is not None
+            kind = "created" if o.status == 201 else "replayed"
+            counts[kind] += 1
+            TRAJECTORIES_INGESTED.labels(format=fmt, result=kind).inc()
+            results.append(BatchItemResult(index=i, status=o.status, id=o.receipt.id, created=o.receipt.created))
+    body = BatchResult(items=results, **counts).model_dump(mode="json")
+    if scoped is not None:
+        repo.store_idempotent_response(session, scoped, 200, body)
+    return 200, body
+
+
+@router.post(
+    "/batch", response_model=BatchResult,
+    openapi_extra=_body_schema({
+        "type": "object", "required": ["items"],
+        "properties": {"items": {"type": "array", "maxItems": 1000,
+                                 "items": {"$ref": "#/components/schemas/TrajectoryCreate"}}}}),
+)
+async def create_trajectories_batch(request: Request, response: Response, session: SessionDep,
+                                    principal: Ingest, idempotency_key: IdempotencyKey = None) -> Any:
+    """Ingest up to 1000 trajectories; one result per item (partial success; nothing dropped)."""
+    payload = _loads(await request.body())
+    status, body = await run_in_threadpool(_create_batch, session, payload, request, principal, idempotency_key)
+    response.status_code = status
+    return body
+
+
+def _encode_cursor(created_at: datetime, id_: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{id_}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ts, id_ = raw.split("|")
+        return datetime.fromisoformat(ts), uuid.UUID(id_)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed("The cursor is not valid.", code="invalid_cursor",
+                               errors=[{"field": "cursor", "code": "invalid", "message": "not a cursor"}]) from None
+
+
+@router.get("", response_model=TrajectoryPage)
+def list_trajectories(
+    session: SessionDep, _: Reader,
+    source: str | None = None, teacher_model: str | None = None, task_type: str | None = None,
+    outcome: Outcome | None = None, status: Status | None = None, format: Format | None = None,
+    tag: Annotated[list[str] | None, Query(description="Repeat to require several tags.")] = None,
+    complexity_min: float | None = None, complexity_max: float | None = None,
+    created_after: datetime | None = None, created_before: datetime | None = None,
+    cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> TrajectoryPage:
+    """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    f = repo.ListFilter(source=source, teacher_model=teacher_model, task_type=task_type, outcome=outcome,
+                        status=status, format=format, tags=tag, complexity_min=complexity_min,
+                        complexity_max=complexity_max, created_after=created_after,
+                        created_before=created_before)
+    rows = repo.list_page(session, f, limit + 1, _decode_cursor(cursor) if cursor else None)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [TrajectorySummary.model_validate(r, from_attributes=True) for r in rows]
+    next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+    return TrajectoryPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{trajectory_id}", response_model=TrajectoryRead)
+def get_trajectory(trajectory_id: uuid.UUID, response: Response, session: SessionDep, _: Reader,
+                   include_raw: bool = False) -> TrajectoryRead:
+    """The stored fields, canonical messages, current spans and revision (also as ``ETag``)."""
+    row = service.get_or_404(session, trajectory_id)
+    spans = repo.current_spans(session, row.id, row.span_revision)
+    response.headers["ETag"] = f'"{row.span_revision}"'
+    data = {c: getattr(row, c) for c in TrajectorySummary.model_fields if c != "metadata"}
+    return TrajectoryRead(
+        **data, task=row.task, metadata=row.metadata_, messages=row.messages, tools=row.tools,
+        spans=spans, content_sha256=row.content_sha256, updated_at=row.updated_at,
+        raw=row.raw if include_raw else None,
+    )
+
+
+@router.get("/{trajectory_id}/export")
+def export_trajectory(trajectory_id: uuid.UUID, session: SessionDep, _: Reader,
+                      original: bool = False) -> dict[str, Any]:
+    """The trajectory as a request body in its own input format (``original=true``: byte-for-byte the
+    payload as received), ready to POST to another Distillery or feed back to the source tool."""
+    row = service.get_or_404(session, trajectory_id)
+    if original:
+        return dict(row.raw)
+    spans = repo.current_spans(session, row.id, row.span_revision)
+    body: dict[str, Any] = {
+        "format": row.format, "source": row.source, "external_id": row.external_id,
+        "teacher_model": row.teacher_model, "task": row.task, "task_type": row.task_type,
+        "outcome": row.outcome, "reward": row.reward, "tags": row.tags, "metadata": row.metadata_,
+    }
+    body.update(export_format(row.format, row.messages, row.tools, spans))
+    return body
+
+
+@router.delete("/{trajectory_id}", status_code=204)
+def delete_trajectory(trajectory_id: uuid.UUID, session: SessionDep, _: Admin) -> Response:
+    """Delete a trajectory and its span history (admin)."""
+    if not repo.delete_trajectory(session, trajectory_id):
+        service.get_or_404(session, trajectory_id)
+    return Response(status_code=204)
+
+
+__all__ = ["AppError", "router"]

@@ -1,0 +1,121 @@
+"""Request and response shapes for ``/v1/trajectories``.
+
+The request is the envelope (source, ids, outcome, tags, metadata, optional client spans) plus
+the format's own top-level fields exactly as the source tools write them: ``messages`` (+
+``tools``) for openai and smolagents, ``text`` for react, ``conversations`` (+ ``system``,
+``tools``) for sharegpt. Their inner shape is checked by the format parsers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Format = Literal["openai", "react", "smolagents", "sharegpt"]
+Outcome = Literal["success", "failure", "unknown"]
+Status = Literal["pending", "in_review", "approved", "rejected"]
+SpanKind = Literal["reason", "action", "observation"]
+
+
+class SpanModel(BaseModel):
+    message: int = Field(ge=0, description="Index into messages.")
+    start: int = Field(ge=0, description="Code-point offset into the message text (inclusive).")
+    end: int = Field(ge=1, description="Code-point offset (exclusive); start < end.")
+    kind: SpanKind
+
+
+class TrajectoryCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "format": "openai", "source": "support-agent", "external_id": "run-42",
+        "teacher_model": "gpt-4o", "task": "Weather in NYC?", "task_type": "weather",
+        "outcome": "success", "reward": 1.0, "tags": ["prod"], "metadata": {"latency_ms": 812},
+        "messages": [
+            {"role": "user", "content": "Weather in NYC?"},
+            {"role": "assistant", "content": "I should look it up.", "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\": \"NYC\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp_c\": 21}"},
+            {"role": "assistant", "content": "It is 21°C."}],
+    }]})
+
+    format: Format
+    source: str = Field(min_length=1, max_length=200, description="Which agent or system sent it.")
+    external_id: str | None = Field(None, min_length=1, max_length=500,
+                                    description="The sender's own id; unique per source (idempotency).")
+    teacher_model: str | None = Field(None, max_length=500)
+    task: str | None = Field(None, max_length=100_000, description="The task text (react: the question).")
+    task_type: str | None = Field(None, max_length=200, description="e.g. hotpotqa")
+    outcome: Outcome = "unknown"
+    reward: float | None = Field(None, allow_inf_nan=False)
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spans: list[dict[str, Any]] | None = Field(
+        None, description="Client spans {message, start, end, kind}; when absent the segmenter proposes them.")
+    # Format-specific fields, exactly as the source tools write them.
+    messages: list[Any] | None = Field(None, description="openai chat messages / smolagents step log.")
+    tools: Any | None = Field(None, description="Tool definitions (openai: JSON schema; sharegpt: JSON string).")
+    text: str | None = Field(None, description="react: the ReAct transcript.")
+    conversations: list[Any] | None = Field(None, description="sharegpt turns {from, value, loss?}.")
+    system: str | None = Field(None, description="sharegpt: the system prompt.")
+
+
+class TrajectoryReceipt(BaseModel):
+    id: uuid.UUID
+    source: str
+    external_id: str | None
+    created: bool = Field(description="False when this was a replay of an already stored trajectory.")
+    span_revision: int
+    n_messages: int
+    n_spans: int
+    content_sha256: str
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status: int = Field(description="HTTP status this item would have had alone (201, 200, 409, 413, 422).")
+    id: uuid.UUID | None = None
+    created: bool | None = None
+    error: dict[str, Any] | None = Field(None, description="problem+json body for a failed item.")
+
+
+class BatchResult(BaseModel):
+    created: int
+    replayed: int
+    failed: int
+    items: list[BatchItemResult]
+
+
+class TrajectorySummary(BaseModel):
+    id: uuid.UUID
+    source: str
+    external_id: str | None
+    format: str
+    teacher_model: str | None
+    task_type: str | None
+    outcome: str
+    reward: float | None
+    tags: list[str]
+    status: str
+    span_revision: int
+    n_messages: int
+    complexity: dict[str, Any]
+    created_at: datetime
+
+
+class TrajectoryRead(TrajectorySummary):
+    task: str | None
+    metadata: dict[str, Any]
+    messages: list[dict[str, Any]]
+    tools: Any | None
+    spans: list[SpanModel]
+    content_sha256: str
+    updated_at: datetime
+    raw: dict[str, Any] | None = Field(None, description="The payload as received (include_raw=true).")
+
+
+class TrajectoryPage(BaseModel):
+    items: list[TrajectorySummary]
+    next_cursor: str | None

@@ -1,0 +1,227 @@
+"""Ingestion rules: validate, normalize to canonical form, segment, deduplicate, store.
+
+``prepare`` turns one request item into a row (or raises a problem for that item alone);
+``ingest`` stores a list of prepared items with two multi-row statements and sorts out which
+were new, which were replays of identical content (200) and which clash (409). The caller's
+session commits; nothing here is acknowledged before that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.errors import AppError, Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from app.trajectories import repository as repo
+from app.trajectories.complexity import compute_complexity
+from app.trajectories.formats import FormatError, canonical_sha256, parse
+from app.trajectories.schemas import TrajectoryCreate, TrajectoryReceipt
+from app.trajectories.spans import validate_spans
+
+_ENVELOPE = {"format", "source", "external_id", "teacher_model", "task", "task_type", "outcome",
+             "reward", "tags", "metadata", "spans"}
+
+
+def request_sha256(item: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class LimitExceeded(ValidationFailed):
+    code = "limit_exceeded"
+    title = "Limit exceeded"
+
+
+def _limit(name: str, limit: int, actual: int, field: str) -> LimitExceeded:
+    return LimitExceeded(
+        f"{field} has {actual} {name}; the limit is {limit}. Nothing was truncated or stored.",
+        limit={"name": name, "max": limit, "actual": actual},
+        errors=[{"field": field, "code": "limit_exceeded", "message": f"at most {limit} {name}"}],
+    )
+
+
+@dataclass
+class Prepared:
+    row: dict[str, Any]
+    spans: list[dict[str, Any]]
+    span_source: str
+
+
+def _validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    out = []
+    for e in exc.errors():
+        path = ""
+        for p in e.get("loc", ()):
+            path += f"[{p}]" if isinstance(p, int) else (f".{p}" if path else str(p))
+        out.append({"field": path or "body", "code": e.get("type", "invalid"), "message": e.get("msg", "")})
+    return out
+
+
+def prepare(item: Any, settings: Settings) -> Prepared:
+    """Validate and normalize one request item. Raises an ``AppError`` describing this item."""
+    if not isinstance(item, dict):
+        raise ValidationFailed("Each trajectory must be a JSON object.",
+                               errors=[{"field": "body", "code": "type_error", "message": "expected an object"}])
+    try:
+        body = TrajectoryCreate.model_validate(item)
+    except ValidationError as exc:
+        raise ValidationFailed("The trajectory is not valid.", errors=_validation_errors(exc)) from None
+
+    raw_messages = body.messages if body.messages is not None else body.conversations
+    if raw_messages is not None and len(raw_messages) > settings.max_messages:
+        raise _limit("messages", settings.max_messages, len(raw_messages),
+                     "messages" if body.messages is not None else "conversations")
+    if len(body.tags) > settings.max_tags:
+        raise _limit("tags", settings.max_tags, len(body.tags), "tags")
+    metadata_bytes = len(orjson.dumps(body.metadata))
+    if metadata_bytes > settings.max_metadata_bytes:
+        raise _limit("bytes", settings.max_metadata_bytes, metadata_bytes, "metadata")
+
+    payload = {k: v for k, v in item.items() if k not in _ENVELOPE}
+    if body.format == "react" and "task" not in payload and body.task is not None:
+        payload["task"] = body.task
+    if body.format == "smolagents" and body.task is not None:
+        payload.setdefault("task", body.task)
+    try:
+        parsed = parse(body.format, payload)
+    except FormatError as exc:
+        raise ValidationFailed(f"The {body.format} payload is not valid: {exc}", code="invalid_trajectory",
+                               errors=exc.errors) from None
+
+    messages = parsed.messages
+    if len(messages) > settings.max_messages:
+        raise _limit("messages", settings.max_messages, len(messages), "messages")
+    total = 0
+    for i, m in enumerate(messages):
+        n = len(m["text"])
+        if n > settings.max_message_chars:
+            raise _limit("characters", settings.max_message_chars, n, f"messages[{i}]")
+        total += n
+    if total > settings.max_trajectory_chars:
+        raise _limit("characters", settings.max_trajectory_chars, total, "messages")
+
+    if body.spans is not None:
+        if len(body.spans) > settings.max_spans:
+            raise _limit("spans", settings.max_spans, len(body.spans), "spans")
+        errors = validate_spans(messages, body.spans)
+        if errors:
+            raise ValidationFailed("The client spans are not valid.", code="invalid_spans", errors=errors)
+        spans = [{"message": s["message"], "start": s["start"], "end": s["end"], "kind": s["kind"]}
+                 for s in body.spans]
+        span_source = "client"
+    else:
+        spans = parsed.spans
+        span_source = "auto"
+
+    complexity = compute_complexity(messages, spans)
+    row = {
+        "id": uuid.uuid4(),
+        "source": body.source,
+        "external_id": body.external_id,
+        "format": body.format,
+        "teacher_model": body.teacher_model,
+        "task": body.task,
+        "task_type": body.task_type,
+        "outcome": body.outcome,
+        "reward": body.reward,
+        "tags": body.tags,
+        "metadata_": body.metadata,
+        "messages": messages,
+        "tools": parsed.tools,
+        "raw": item,
+        "content_sha256": canonical_sha256(messages),
+        "request_sha256": request_sha256(item),
+        "complexity": complexity,
+        "complexity_score": float(complexity["score"]),
+        "n_messages": len(messages),
+        "status": "pending",
+        "span_revision": 1,
+    }
+    return Prepared(row=row, spans=spans, span_source=span_source)
+
+
+@dataclass
+class Outcome:
+    status: int
+    receipt: TrajectoryReceipt | None = None
+    error: AppError | None = None
+
+
+def _receipt(row: Any, created: bool, n_spans: int) -> TrajectoryReceipt:
+    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
+    return TrajectoryReceipt(
+        id=get("id"), source=get("source"), external_id=get("external_id"), created=created,
+        span_revision=get("span_revision"), n_messages=get("n_messages"),
+        n_spans=n_spans, content_sha256=get("content_sha256"),
+    )
+
+
+def ingest(session: Session, items: list[Any], settings: Settings, author_key_id: str | None) -> list[Outcome]:
+    """Store many items; one ``Outcome`` per item, in order. Invalid items do not stop the rest."""
+    outcomes: list[Outcome | None] = [None] * len(items)
+    prepared: dict[int, Prepared] = {}
+    first_of_key: dict[tuple[str, str], int] = {}
+    for i, item in enumerate(items):
+        try:
+            p = prepare(item, settings)
+        except AppError as err:
+            outcomes[i] = Outcome(err.status, error=err)
+            continue
+        key = (p.row["source"], p.row["external_id"])
+        if p.row["external_id"] is not None and key in first_of_key:
+            continue  # a duplicate inside this batch; resolved against the first below
+        if p.row["external_id"] is not None:
+            first_of_key[key] = i
+        prepared[i] = p
+
+    inserted = repo.insert_trajectories(session, [p.row for p in prepared.values()])
+    repo.insert_span_revisions(session, [
+        {"trajectory_id": p.row["id"], "revision": 1, "spans": p.spans, "source": p.span_source,
+         "author_key_id": author_key_id, "reason": "ingest"}
+        for p in prepared.values() if p.row["id"] in inserted
+    ])
+    for i, p in prepared.items():
+        if p.row["id"] in inserted:
+            outcomes[i] = Outcome(201, receipt=_receipt(p.row, True, len(p.spans)))
+
+    # Everything not inserted is a replay (same request hash) or a clash with stored content.
+    pending = [i for i, o in enumerate(outcomes) if o is None]
+    if pending:
+        keys = set()
+        hashes: dict[int, tuple[tuple[str, str], str]] = {}
+        for i in pending:
+            item = items[i]
+            key = (item["source"], item["external_id"])
+            keys.add(key)
+            hashes[i] = (key, request_sha256(item))
+        existing = repo.find_by_external_ids(session, list(keys))
+        for i, (key, digest) in hashes.items():
+            row = existing.get(key)
+            if row is None:  # deleted concurrently; treat as a conflict the client can retry
+                outcomes[i] = Outcome(409, error=Conflict("The trajectory changed concurrently; retry."))
+            elif row.request_sha256 == digest:
+                outcomes[i] = Outcome(200, receipt=_receipt(row, False, row.n_spans))
+            else:
+                outcomes[i] = Outcome(409, error=Conflict(
+                    f"source {key[0]!r} already holds external_id {key[1]!r} with different content.",
+                    code="external_id_conflict", existing_id=str(row.id)))
+    return [o for o in outcomes if o is not None]
+
+
+def check_body_size(n_bytes: int, limit: int) -> None:
+    if n_bytes > limit:
+        raise PayloadTooLarge(f"The request has {n_bytes} bytes; the limit is {limit}.",
+                              limit={"name": "bytes", "max": limit, "actual": n_bytes})
+
+
+def get_or_404(session: Session, trajectory_id: uuid.UUID) -> Any:
+    row = repo.get(session, trajectory_id)
+    if row is None:
+        raise NotFound(f"No trajectory {trajectory_id}.")
+    return row

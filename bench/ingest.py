@@ -1,0 +1,230 @@
+"""Ingest throughput and latency against a real API and Postgres, beside the database's ceiling.
+
+Posts realistic ~10 KB trajectories (openai format: reasoning, tool calls, tool outputs) from N
+concurrent clients, one per request and in batches, and measures a raw multi-row INSERT of the
+very same rows (prepared by the same code the API runs) into the same database with the same
+concurrency. The ratio API/raw is the figure DESIGN.md §8 asks for (≥ 50%), with ≥ 1,000
+trajectories/s batched and p99 ≤ 50 ms for single posts from 8 clients.
+
+    ./dev bench ingest                       # embedded Postgres, API started here
+    ./dev bench ingest --database-url postgresql://127.0.0.1:5432/test
+    ./dev bench ingest --api http://host:8000 --api-key KEY --database-url URL   # a running API
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+import uuid
+from typing import Any
+
+from common import api_server, percentile, print_table, scratch_database
+
+WORDS = ("search", "result", "page", "price", "city", "weather", "stock", "report", "user", "order",
+         "invoice", "customer", "shipping", "delay", "refund", "policy", "account", "balance", "error",
+         "retry", "database", "query", "table", "index", "latency", "server", "request", "response")
+
+
+def _sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
+
+
+def make_trajectory(i: int, run: str, target_bytes: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    rng = random.Random(seed * 1_000_003 + i)
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are a support agent. Use the tools to answer precisely."},
+        {"role": "user", "content": _sentence(rng, 25)},
+    ]
+    step = 0
+    while len(json.dumps(messages)) < target_bytes - 600:
+        step += 1
+        call_id = f"call_{step}"
+        messages.append({
+            "role": "assistant",
+            "content": _sentence(rng, 30),
+            "tool_calls": [{"id": call_id, "type": "function", "function": {
+                "name": rng.choice(["search", "lookup_order", "get_weather"]),
+                "arguments": json.dumps({"query": _sentence(rng, 6), "limit": rng.randint(1, 20)})}}],
+        })
+        messages.append({"role": "tool", "tool_call_id": call_id,
+                         "content": json.dumps({"results": [_sentence(rng, 20) for _ in range(4)]})})
+    messages.append({"role": "assistant", "content": _sentence(rng, 20)})
+    return {
+        "format": "openai", "source": f"bench-{run}", "external_id": f"{run}-{i}",
+        "teacher_model": "gpt-4o", "task": messages[1]["content"], "task_type": "support",
+        "outcome": rng.choice(["success", "failure"]), "reward": rng.random(), "tags": ["bench"],
+        "metadata": {"step_count": step, "run": run}, "messages": messages,
+    }
+
+
+def _run_clients(n_clients: int, work: list[Any], fn) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
+    """Run ``fn(client_state, item)`` over ``work`` from n threads; return (seconds, latencies)."""
+    lock = threading.Lock()
+    queue = list(reversed(work))
+    latencies: list[float] = []
+
+    def worker() -> None:
+        state: dict[str, Any] = {}
+        while True:
+            with lock:
+                if not queue:
+                    break
+                item = queue.pop()
+            t0 = time.perf_counter()
+            fn(state, item)
+            dt = time.perf_counter() - t0
+            with lock:
+                latencies.append(dt)
+        if "close" in state:
+            state["close"]()
+
+    threads = [threading.Thread(target=worker) for _ in range(n_clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, latencies
+
+
+def bench_api_single(base: str, key: str, bodies: list[bytes], clients: int) -> tuple[float, list[float]]:
+    import httpx
+
+    def post(state: dict[str, Any], body: bytes) -> None:
+        if "c" not in state:
+            state["c"] = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}",
+                                                              "Content-Type": "application/json"})
+            state["close"] = state["c"].close
+        r = state["c"].post("/v1/trajectories", content=body)
+        if r.status_code != 201:
+            raise RuntimeError(f"{r.status_code}: {r.text[:300]}")
+
+    return _run_clients(clients, bodies, post)
+
+
+def bench_api_batch(base: str, key: str, batches: list[bytes], clients: int) -> tuple[float, list[float]]:
+    import httpx
+
+    def post(state: dict[str, Any], body: bytes) -> None:
+        if "c" not in state:
+            state["c"] = httpx.Client(base_url=base, timeout=120, headers={
+                "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+            state["close"] = state["c"].close
+        r = state["c"].post("/v1/trajectories/batch", content=body)
+        if r.status_code != 200 or r.json()["failed"]:
+            raise RuntimeError(f"{r.status_code}: {r.text[:300]}")
+
+    return _run_clients(clients, batches, post)
+
+
+def _attr(column: str) -> str:
+    return "metadata_" if column == "metadata" else column
+
+
+def bench_raw_insert(database_url: str, batches: list[list[dict[str, Any]]], clients: int) -> float:
+    """Multi-row INSERT of the prepared rows (trajectories + span revision 1), one commit per batch."""
+    import orjson
+    import psycopg
+
+    from app.embedded import resolve_database_url
+
+    url = resolve_database_url(database_url, None).replace("postgresql+psycopg://", "postgresql://")  # type: ignore[arg-type]
+    cols = ["id", "source", "external_id", "format", "teacher_model", "task", "task_type", "outcome", "reward",
+            "tags", "metadata", "messages", "tools", "raw", "content_sha256", "request_sha256", "complexity",
+            "complexity_score", "n_messages", "status", "span_revision"]
+    jsonb = {"metadata", "messages", "tools", "raw", "complexity"}
+    row_sql = "(" + ", ".join("%s::jsonb" if c in jsonb else "%s" for c in cols) + ")"
+
+    def insert(state: dict[str, Any], batch: list[dict[str, Any]]) -> None:
+        if "conn" not in state:
+            state["conn"] = psycopg.connect(url)
+            state["close"] = state["conn"].close
+        conn = state["conn"]
+        params: list[Any] = []
+        span_params: list[Any] = []
+        for p in batch:
+            row = p["row"]
+            params += [orjson.dumps(row[_attr(c)]).decode() if c in jsonb else row[_attr(c)] for c in cols]
+            span_params += [row["id"], 1, orjson.dumps(p["spans"]).decode(), "auto", None, "ingest"]
+        with conn.cursor() as cur:
+            cur.execute(f"INSERT INTO trajectories ({', '.join(cols)}) VALUES "
+                        + ", ".join([row_sql] * len(batch)), params)
+            cur.execute("INSERT INTO span_revisions (trajectory_id, revision, spans, source, author_key_id, reason)"
+                        " VALUES " + ", ".join(["(%s, %s, %s::jsonb, %s, %s, %s)"] * len(batch)), span_params)
+        conn.commit()
+
+    seconds, _ = _run_clients(clients, batches, insert)
+    return seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--api", help="Base URL of a running API (default: start one here).")
+    ap.add_argument("--api-key", default="bench-admin-key")
+    ap.add_argument("--database-url", help="Postgres server (default: the embedded one).")
+    ap.add_argument("--single", type=int, default=1000, help="Trajectories posted one per request.")
+    ap.add_argument("--batched", type=int, default=10000, help="Trajectories posted in batches.")
+    ap.add_argument("--batch-size", type=int, default=250)
+    ap.add_argument("--clients", type=int, default=8, help="Concurrent clients for single posts.")
+    ap.add_argument("--batch-clients", type=int, default=2, help="Concurrent clients for batches.")
+    ap.add_argument("--size", type=int, default=10_000, help="Approximate bytes per trajectory.")
+    args = ap.parse_args()
+
+    import orjson
+
+    from app.config import Settings
+    from app.trajectories.service import prepare
+
+    run = uuid.uuid4().hex[:6]
+    single = [make_trajectory(i, f"{run}s", args.size) for i in range(args.single)]
+    batched = [make_trajectory(i, f"{run}b", args.size) for i in range(args.batched)]
+    raw_items = [make_trajectory(i, f"{run}r", args.size) for i in range(args.batched)]
+    avg_bytes = sum(len(orjson.dumps(t)) for t in batched[:200]) / min(200, len(batched))
+    single_bodies = [orjson.dumps(t) for t in single]
+    chunks = [batched[i:i + args.batch_size] for i in range(0, len(batched), args.batch_size)]
+    batch_bodies = [orjson.dumps({"items": c}) for c in chunks]
+    settings = Settings()
+    raw_prepared = [{"row": (p := prepare(t, settings)).row, "spans": p.spans} for t in raw_items]
+    raw_batches = [raw_prepared[i:i + args.batch_size] for i in range(0, len(raw_prepared), args.batch_size)]
+
+    def measure(base: str, db_url: str) -> None:
+        # warm-up: connections, caches
+        bench_api_single(base, args.api_key, [orjson.dumps(make_trajectory(i, f"{run}w", args.size))
+                                              for i in range(50)], 4)
+        s_sec, s_lat = bench_api_single(base, args.api_key, single_bodies, args.clients)
+        b_sec, b_lat = bench_api_batch(base, args.api_key, batch_bodies, args.batch_clients)
+        r_sec = bench_raw_insert(db_url, raw_batches, args.batch_clients)
+        api_rate = len(batched) / b_sec
+        raw_rate = len(raw_items) / r_sec
+        print(f"\ntrajectory size ≈ {avg_bytes / 1000:.1f} KB, batch size {args.batch_size}")
+        print_table("Ingest (DESIGN.md §8)", ["mode", "clients", "trajectories", "traj/s", "MB/s",
+                                                "p50 ms", "p99 ms"], [
+            ["API single POST", args.clients, len(single), len(single) / s_sec,
+             len(single) * avg_bytes / s_sec / 1e6, percentile(s_lat, 50) * 1000, percentile(s_lat, 99) * 1000],
+            ["API batch POST", args.batch_clients, len(batched), api_rate, len(batched) * avg_bytes / b_sec / 1e6,
+             percentile(b_lat, 50) * 1000, percentile(b_lat, 99) * 1000],
+            ["raw multi-row INSERT", args.batch_clients, len(raw_items), raw_rate,
+             len(raw_items) * avg_bytes / r_sec / 1e6, "-", "-"],
+        ])
+        print_table("Targets", ["figure", "measured", "target", "met"], [
+            ["batched traj/s", f"{api_rate:,.0f}", "≥ 1,000", "yes" if api_rate >= 1000 else "NO"],
+            ["batched / raw INSERT", f"{api_rate / raw_rate:.0%}", "≥ 50%", "yes" if api_rate >= 0.5 * raw_rate
+             else "NO"],
+            ["single p99 (8 clients)", f"{percentile(s_lat, 99) * 1000:.1f} ms", "≤ 50 ms",
+             "yes" if percentile(s_lat, 99) <= 0.05 else "NO"],
+        ])
+
+    if args.api:
+        if not args.database_url:
+            raise SystemExit("--api needs --database-url (the same database, for the raw INSERT ceiling)")
+        measure(args.api, args.database_url)
+        return
+    with scratch_database(args.database_url) as db_url, api_server(db_url, args.api_key) as base:
+        measure(base, db_url)
+
+
+if __name__ == "__main__":
+    main()

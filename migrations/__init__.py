@@ -1,0 +1,1 @@
+"""Alembic migrations (date-prefixed files in versions/; each sets lock_timeout)."""

