@@ -1,0 +1,347 @@
+"""Shared pieces of the trajectory format layer: the error and result types, checked access to
+request fields (every failure is a `FormatError` naming a path into the request), the Hermes
+rendering of tool calls, and the rule-based segmenter that proposes auto spans.
+
+Segmentation rules shared by the formats (offsets are code points into the canonical text):
+- an assistant text that starts with "<think>" and has a "</think>" gets a reason span through
+  "</think>" plus the newlines right after it;
+- the rest of the free text: inline "<tool_call>…</tool_call>" blocks → action (the text between
+  or after blocks attaches to the preceding span when it is whitespace, else is reason); otherwise
+  ReAct labels at line start (`label_spans`); otherwise one span, action when the message is a final
+  answer, reason when not;
+- structured tool calls (rendered blocks at the end of the text) → one action span per block, the
+  "\\n" between blocks attached to the preceding block;
+- tool messages, and user messages whose text starts with "Observation:" / "Observation N:",
+  → one observation span over the whole text; messages with `"loss": false` and empty texts get none.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+REASON, ACTION, OBSERVATION = "reason", "action", "observation"
+Piece = tuple[int, int, str]  # (start, end, kind) inside one message text
+
+# Characters Postgres cannot store in text/jsonb: NUL and lone UTF-16 surrogates.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# ReAct labels at line start, optionally numbered the FireAct way ("Thought 1:"). Searching for
+# "\n" + label is several times faster than a MULTILINE "^" (sre scans for the literal first).
+_LABEL_NAMES = r"(Thought|Action Input|Action|Observation|Final Answer)(?: \d+)?:"
+_LABEL_AT = re.compile(_LABEL_NAMES)
+_LABEL_AFTER_NEWLINE = re.compile("\n" + _LABEL_NAMES)
+Label = tuple[int, int, str]  # (start, end, name) of "Name[ N]:"
+_ACTION_LABELS = frozenset({"Action", "Action Input", "Final Answer"})
+_OBSERVATION_PREFIX = re.compile(r"Observation(?: \d+)?:")
+_INLINE_CALL = re.compile(r"<tool_call>.*?</tool_call>", re.S)
+_NEWLINES = re.compile(r"\n*")
+_MAX_JSON_NODES = 100_000
+UNSTORABLE_JSON = "holds values that cannot be stored (NUL, lone surrogates, or too large)"
+
+
+class FormatError(ValueError):
+    """A payload that cannot be parsed; `errors` = [{"field", "code", "message"}] (first problem found)."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+
+
+@dataclass
+class ParsedTrajectory:
+    """Canonical messages, their auto spans, and the tool definitions (None when absent)."""
+
+    messages: list[dict[str, Any]]
+    spans: list[dict[str, Any]]
+    tools: list[Any] | None = None
+
+
+def fail(field: str, code: str, message: str) -> NoReturn:
+    raise FormatError([{"field": field, "code": code, "message": message}])
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _check_chars(value: str, field: str) -> str:
+    bad = _UNSTORABLE.search(value)
+    if bad:
+        what = "U+0000 (NUL)" if bad.group() == "\x00" else "a lone UTF-16 surrogate"
+        fail(field, "invalid_character", f"contains {what} at offset {bad.start()}, which cannot be stored")
+    return value
+
+
+def req_str(value: Any, field: str) -> str:
+    """A required string (missing → missing_field)."""
+    if value is None:
+        fail(field, "missing_field", "is required")
+    if not isinstance(value, str):
+        fail(field, "invalid_type", f"must be a string, got {json_type(value)}")
+    return _check_chars(value, field)
+
+
+def opt_str(value: Any, field: str) -> str | None:
+    return None if value is None else req_str(value, field)
+
+
+def req_role(value: Any, allowed: Any, field: str) -> str:
+    """A role name that must be one of `allowed` (missing → missing_field, other → unknown_role)."""
+    if value is None:
+        fail(field, "missing_field", f"is required (one of {', '.join(allowed)})")
+    if not isinstance(value, str) or value not in allowed:
+        fail(field, "unknown_role", f"must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def req_list(value: Any, field: str) -> list[Any]:
+    """A required, non-empty array."""
+    if value is None:
+        fail(field, "missing_field", "is required")
+    if not isinstance(value, list):
+        fail(field, "invalid_type", f"must be an array, got {json_type(value)}")
+    if not value:
+        fail(field, "empty", "must not be empty")
+    return value
+
+
+def req_dict(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        fail(field, "invalid_type", f"must be an object, got {json_type(value)}")
+    return value
+
+
+def content_text(content: Any, field: str) -> str:
+    """Message content as text: a string, null (→ ""), or text parts joined with "\\n" (as vLLM does)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return _check_chars(content, field)
+    if not isinstance(content, list):
+        fail(field, "invalid_type",
+             f"must be a string, null or an array of text parts, got {json_type(content)}")
+    texts = []
+    for k, part in enumerate(content):
+        pf = f"{field}[{k}]"
+        req_dict(part, pf)
+        if part.get("type") != "text":
+            fail(f"{pf}.type", "unsupported_content",
+                 f"only text parts are supported, got type {part.get('type')!r}")
+        texts.append(req_str(part.get("text"), f"{pf}.text"))
+    return "\n".join(texts)
+
+
+def is_json_value(value: Any) -> bool:
+    """True for a JSON-compatible tree of storable strings (finite floats, str keys), bounded in size."""
+    stack, nodes = [value], 0
+    while stack:
+        v = stack.pop()
+        nodes += 1
+        if nodes > _MAX_JSON_NODES:
+            return False
+        if isinstance(v, str):
+            if _UNSTORABLE.search(v):
+                return False
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str) or _UNSTORABLE.search(k):
+                    return False
+                stack.append(item)
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return False
+        elif v is not None and not isinstance(v, int):  # bool is an int
+            return False
+    return True
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Built once: json.loads/json.dumps with keyword arguments construct a new codec on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # the output of json.dumps(..., ensure_ascii=False)
+
+
+def try_json(text: str) -> tuple[bool, Any]:
+    """(True, value) when `text` is strict JSON (no NaN/Infinity), else (False, None)."""
+    try:
+        return True, _DECODER.decode(text)
+    except (ValueError, RecursionError):
+        return False, None
+
+
+def parse_arguments(raw: Any, field: str) -> Any:
+    """Tool-call arguments: a JSON string is parsed (kept raw when it does not parse); an object as is."""
+    if isinstance(raw, str):
+        _check_chars(raw, field)
+        ok, value = try_json(raw)
+        if not ok:
+            return raw
+    elif isinstance(raw, dict):
+        value = raw
+    else:
+        fail(field, "invalid_type", f"must be a JSON string or an object, got {json_type(raw)}")
+    if not is_json_value(value):
+        fail(field, "invalid_value", UNSTORABLE_JSON)
+    return value
+
+
+def export_arguments(value: Any) -> str:
+    """The OpenAI `arguments` string that `parse_arguments` turns back into `value`."""
+    if isinstance(value, str) and not try_json(value)[0]:
+        return value
+    return _ENCODER.encode(value)
+
+
+def render_tool_call(name: str, arguments: Any, field: str = "tool_calls") -> str:
+    """One Hermes/Qwen block: "<tool_call>\\n" + json.dumps({name, arguments}) + "\\n</tool_call>"."""
+    try:
+        body = _ENCODER.encode({"name": name, "arguments": arguments})
+    except (ValueError, TypeError, RecursionError) as exc:
+        fail(field, "invalid_value", f"cannot be rendered as JSON: {exc}")
+    return "<tool_call>\n" + body + "\n</tool_call>"
+
+
+def parse_tools(value: Any, field: str, *, allow_string: bool = False) -> list[Any] | None:
+    """Tool definitions: an array (or, where allowed, a JSON string holding one; "" means none)."""
+    if value is None:
+        return None
+    if allow_string and isinstance(value, str):
+        if not value.strip():
+            return None
+        ok, value = try_json(value)
+        if not ok:
+            fail(field, "invalid_json", "is a string but not valid JSON")
+    if not isinstance(value, list):
+        fail(field, "invalid_type", f"must be an array of tool definitions, got {json_type(value)}")
+    return value
+
+
+def is_observation_text(text: str) -> bool:
+    """A user text that feeds an observation back (FireAct's OpenAI-shaped data)."""
+    return _OBSERVATION_PREFIX.match(text) is not None
+
+
+def find_labels(text: str, start: int = 0, end: int | None = None) -> list[Label]:
+    """ReAct labels at line starts inside text[start:end], in order."""
+    end = len(text) if end is None else end
+    out: list[Label] = []
+    if start == 0 or text.startswith("\n", start - 1):
+        m = _LABEL_AT.match(text, start, end)
+        if m:
+            out.append((start, m.end(), m.group(1)))
+    out.extend((m.start() + 1, m.end(), m.group(1)) for m in _LABEL_AFTER_NEWLINE.finditer(text, start, end))
+    return out
+
+
+def label_spans(text: str, start: int, end: int, labels: list[Label] | None = None) -> list[Piece]:
+    """ReAct segmentation of text[start:end]: Thought/Observation → reason; Action (+ the Action Input
+    right after it), Final Answer → action; text before the first label → reason. Tiles the range."""
+    out: list[Piece] = []
+    found = find_labels(text, start, end) if labels is None else labels
+    if not found or found[0][0] > start:
+        out.append((start, found[0][0] if found else end, REASON))
+    prev = None
+    for k, (s, _, name) in enumerate(found):
+        seg_end = found[k + 1][0] if k + 1 < len(found) else end
+        if name == "Action Input" and prev in ("Action", "Action Input"):
+            out[-1] = (out[-1][0], seg_end, ACTION)
+        else:
+            out.append((s, seg_end, ACTION if name in _ACTION_LABELS else REASON))
+        prev = name
+    return out
+
+
+def _extend_or_reason(out: list[Piece], start: int, end: int, text: str) -> None:
+    """Text between/after inline blocks: whitespace joins the preceding span, anything else is reason."""
+    if start >= end:
+        return
+    if out and text[start:end].isspace():
+        out[-1] = (out[-1][0], end, out[-1][2])
+    else:
+        out.append((start, end, REASON))
+
+
+def free_text_spans(text: str, start: int, end: int, final: bool) -> list[Piece]:
+    """Segment assistant free text text[start:end] (see the module docstring). Tiles the range."""
+    out: list[Piece] = []
+    pos = start
+    if text.startswith("<think>", start):
+        close = text.find("</think>", start, end)
+        if close >= 0:
+            pos = _NEWLINES.match(text, close + len("</think>"), end).end()  # type: ignore[union-attr]
+            out.append((start, pos, REASON))
+    if pos >= end:
+        return out
+    blocks = list(_INLINE_CALL.finditer(text, pos, end))
+    if blocks:
+        cur = pos
+        for b in blocks:
+            _extend_or_reason(out, cur, b.start(), text)
+            out.append((b.start(), b.end(), ACTION))
+            cur = b.end()
+        _extend_or_reason(out, cur, end, text)
+    elif labels := find_labels(text, pos, end):
+        out.extend(label_spans(text, pos, end, labels))
+    else:
+        out.append((pos, end, ACTION if final else REASON))
+    return out
+
+
+def hermes_assistant_spans(text: str, block_lens: list[int], final: bool) -> list[Piece]:
+    """Spans for free text followed by rendered tool-call blocks of the given lengths (joined by "\\n")."""
+    calls_len = sum(block_lens) + max(len(block_lens) - 1, 0)
+    calls_start = len(text) - calls_len
+    out = free_text_spans(text, 0, calls_start, final and not block_lens)
+    cur = calls_start
+    for k, n in enumerate(block_lens):
+        stop = cur + n + (1 if k + 1 < len(block_lens) else 0)
+        out.append((cur, stop, ACTION))
+        cur = stop
+    return out
+
+
+def auto_spans(
+    messages: list[dict[str, Any]], segment_assistant: Callable[[int, str, bool], list[Piece]]
+) -> list[dict[str, Any]]:
+    """Auto spans for all messages; `segment_assistant(index, text, final)` handles assistant texts.
+
+    `final`: the assistant message has no tool calls and is last or followed by a user/system message.
+    """
+    spans: list[dict[str, Any]] = []
+    n = len(messages)
+    for i, msg in enumerate(messages):
+        text = msg["text"]
+        if not text or msg.get("loss") is False:
+            continue
+        role = msg["role"]
+        if role == "assistant":
+            final = "tool_calls" not in msg and (i + 1 == n or messages[i + 1]["role"] in ("user", "system"))
+            spans.extend({"message": i, "start": s, "end": e, "kind": k}
+                         for s, e, k in segment_assistant(i, text, final) if s < e)
+        elif role == "tool" or (role == "user" and is_observation_text(text)):
+            spans.append({"message": i, "start": 0, "end": len(text), "kind": OBSERVATION})
+    return spans

@@ -1,0 +1,174 @@
+"""OpenAI chat format: `messages` (+ `tools`) as the Chat Completions API and its logs write them.
+
+Canonical rules:
+- roles system|developer (→ system), user, assistant, tool, function (legacy → tool); unknown keys
+  are ignored. `content` is a string, null (→ "") or a list of {"type": "text", "text"} parts
+  joined with "\\n"; other part types are rejected.
+- assistant text = ("<think>\\n" + reasoning + "\\n</think>\\n" when `reasoning_content`, else
+  `reasoning`, is a non-empty string) + content + ("\\n" when content is non-empty and there are
+  tool calls) + the Hermes blocks of the tool calls joined by "\\n". `tool_calls` entries are
+  {id, type: "function", function: {name, arguments}}; `arguments` is parsed when it is a JSON
+  string (kept as the raw string when it does not parse; an object is taken as is). Legacy
+  `function_call` {name, arguments} becomes one call with id None. Kept as
+  `tool_calls: [{id, name, arguments}]` (present only when non-empty).
+- tool messages keep `tool_call_id` (must match a call id of an earlier assistant message) and `name`.
+- auto spans: see `base` — reasoning block → reason, free text → reason (action when the message
+  has no tool calls and is last or followed by a user/system message: the final answer; ReAct-style
+  free text is segmented by its labels), each tool-call block → action, tool → observation, user
+  text starting with "Observation:" → observation.
+Export writes everything as `content` (reasoning stays inline in the text), tool calls in OpenAI
+shape with `arguments` re-encoded as JSON, and `tools` as given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.trajectories.formats.base import (
+    FormatError,
+    ParsedTrajectory,
+    auto_spans,
+    content_text,
+    export_arguments,
+    fail,
+    hermes_assistant_spans,
+    opt_str,
+    parse_arguments,
+    parse_tools,
+    render_tool_call,
+    req_dict,
+    req_list,
+    req_role,
+    req_str,
+)
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+          "tool": "tool", "function": "tool"}
+
+
+def _call(raw: Any, field: str, *, legacy: bool) -> dict[str, Any]:
+    req_dict(raw, field)
+    if legacy:
+        fn, fn_field, call_id = raw, field, None
+    else:
+        kind = raw.get("type", "function")
+        if kind != "function":
+            fail(f"{field}.type", "invalid_tool_call",
+                 f"only 'function' tool calls are supported, got {kind!r}")
+        call_id = opt_str(raw.get("id"), f"{field}.id")
+        fn_field = f"{field}.function"
+        if raw.get("function") is None:
+            fail(fn_field, "missing_field", "is required")
+        fn = req_dict(raw["function"], fn_field)
+    name = req_str(fn.get("name"), f"{fn_field}.name")
+    if not name:
+        fail(f"{fn_field}.name", "invalid_tool_call", "must not be empty")
+    if "arguments" not in fn:
+        fail(f"{fn_field}.arguments", "missing_field", "is required")
+    arguments = parse_arguments(fn["arguments"], f"{fn_field}.arguments")
+    return {"id": call_id, "name": name, "arguments": arguments}
+
+
+def _assistant(m: dict[str, Any], f: str) -> tuple[dict[str, Any], list[int]]:
+    content = content_text(m.get("content"), f"{f}.content")
+    reasoning = opt_str(m.get("reasoning_content"), f"{f}.reasoning_content") or opt_str(
+        m.get("reasoning"), f"{f}.reasoning")
+    raw_calls, legacy = m.get("tool_calls"), m.get("function_call")
+    if raw_calls is not None and not isinstance(raw_calls, list):
+        fail(f"{f}.tool_calls", "invalid_type", "must be an array of tool calls")
+    if raw_calls and legacy is not None:
+        fail(f"{f}.function_call", "conflicting_fields", "give either tool_calls or function_call, not both")
+    if raw_calls:
+        calls = [_call(c, f"{f}.tool_calls[{k}]", legacy=False) for k, c in enumerate(raw_calls)]
+    elif legacy is not None:
+        calls = [_call(legacy, f"{f}.function_call", legacy=True)]
+    else:
+        calls = []
+    blocks = [render_tool_call(c["name"], c["arguments"], f"{f}.tool_calls") for c in calls]
+    text = ("<think>\n" + reasoning + "\n</think>\n" if reasoning else "") + content
+    if blocks:
+        text += ("\n" if content else "") + "\n".join(blocks)
+    msg: dict[str, Any] = {"role": "assistant", "text": text}
+    if calls:
+        msg["tool_calls"] = calls
+    return msg, [len(b) for b in blocks]
+
+
+def parse(payload: dict[str, Any]) -> ParsedTrajectory:
+    raw_messages = req_list(payload.get("messages"), "messages")
+    tools = parse_tools(payload.get("tools"), "tools")
+    messages: list[dict[str, Any]] = []
+    block_lens: list[list[int]] = []
+    call_ids: set[str] = set()
+    for i, m in enumerate(raw_messages):
+        f = f"messages[{i}]"
+        req_dict(m, f)
+        role = req_role(m.get("role"), _ROLES, f"{f}.role")
+        lens: list[int] = []
+        if role == "assistant":
+            msg, lens = _assistant(m, f)
+            call_ids.update(c["id"] for c in msg.get("tool_calls", ()) if c["id"] is not None)
+        else:
+            msg = {"role": _ROLES[role], "text": content_text(m.get("content"), f"{f}.content")}
+            if msg["role"] == "tool":
+                call_id = opt_str(m.get("tool_call_id"), f"{f}.tool_call_id")
+                if call_id is not None:
+                    if call_id not in call_ids:
+                        fail(f"{f}.tool_call_id", "unknown_tool_call_id",
+                             f"{call_id!r} matches no tool call of an earlier assistant message")
+                    msg["tool_call_id"] = call_id
+                name = opt_str(m.get("name"), f"{f}.name")
+                if name is not None:
+                    msg["name"] = name
+        messages.append(msg)
+        block_lens.append(lens)
+    spans = auto_spans(messages, lambda i, text, final: hermes_assistant_spans(text, block_lens[i], final))
+    return ParsedTrajectory(messages=messages, spans=spans, tools=tools)
+
+
+def split_calls(msg: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """(free text, tool calls) of a canonical assistant message whose text ends with its rendered calls.
+
+    The free text drops the "\\n" separator. Messages whose calls are not rendered at the end of the
+    text (smolagents keeps them as structure only) give (text, []).
+    """
+    text, calls = msg["text"], msg.get("tool_calls") or []
+    if not calls:
+        return text, []
+    try:
+        blocks = "\n".join(render_tool_call(c["name"], c["arguments"]) for c in calls)
+    except FormatError:
+        return text, []
+    if not text.endswith(blocks):
+        return text, []
+    free = text[: len(text) - len(blocks)]
+    if free and not free.endswith("\n"):
+        return text, []
+    return free[:-1], calls
+
+
+def export(messages: list[dict[str, Any]], tools: list[Any] | None) -> dict[str, Any]:
+    out: list[dict[str, Any]] = []
+    for msg in messages:
+        role = msg["role"]
+        if role != "assistant":
+            item: dict[str, Any] = {"role": role, "content": msg["text"]}
+            if role == "tool":
+                for key in ("tool_call_id", "name"):
+                    if key in msg:
+                        item[key] = msg[key]
+            out.append(item)
+            continue
+        free, calls = split_calls(msg)
+        item = {"role": "assistant", "content": free if free or not calls else None}
+        if calls:
+            item["tool_calls"] = [
+                {**({"id": c["id"]} if c["id"] is not None else {}), "type": "function",
+                 "function": {"name": c["name"], "arguments": export_arguments(c["arguments"])}}
+                for c in calls
+            ]
+        out.append(item)
+    result: dict[str, Any] = {"messages": out}
+    if tools is not None:
+        result["tools"] = tools
+    return result

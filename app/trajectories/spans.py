@@ -1,0 +1,101 @@
+"""The span contract: `{message, start, end, kind}` over canonical messages, and its validation.
+
+Rules (`validate_spans`): every span is an object with integer `message`, `start`, `end` (booleans
+are not integers) and `kind` in KINDS; `message` indexes an existing message; 0 <= start < end <=
+len(text) in code points (Python str indices); reason/action only in assistant messages,
+observation only in tool or user messages; spans sorted by (message, start) and never overlapping.
+Extra keys are ignored. Each error names the offending span (`spans[i].field`) and says why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+KINDS = ("reason", "action", "observation")
+_ROLES_FOR_KIND = {"reason": ("assistant",), "action": ("assistant",), "observation": ("tool", "user")}
+_MAX_ERRORS = 50
+
+
+def _error(field: str, code: str, message: str) -> dict[str, str]:
+    return {"field": field, "code": code, "message": message}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(messages: list[dict[str, Any]], span: Any, f: str) -> list[dict[str, str]]:
+    """The errors of one span taken alone."""
+    if not isinstance(span, dict):
+        return [_error(f, "invalid_type", f"{f} must be an object {{message, start, end, kind}}")]
+    errors = []
+    for key in ("message", "start", "end"):
+        if key not in span:
+            errors.append(_error(f"{f}.{key}", "missing_field", f"{f}.{key} is required"))
+        elif not _is_int(span[key]):
+            errors.append(_error(f"{f}.{key}", "invalid_type",
+                                 f"{f}.{key} must be an integer, got {span[key]!r}"))
+    kind = span.get("kind")
+    if kind not in KINDS:
+        errors.append(_error(f"{f}.kind", "invalid_kind",
+                             f"{f}.kind must be one of {', '.join(KINDS)}, got {kind!r}"))
+    if errors:
+        return errors
+    m, start, end, kind = span["message"], span["start"], span["end"], str(kind)
+    if not 0 <= m < len(messages):
+        return [_error(f"{f}.message", "message_out_of_range",
+                       f"{f}.message is {m} but the trajectory has {len(messages)} messages")]
+    role, length = messages[m]["role"], len(messages[m]["text"])
+    if start < 0:
+        errors.append(_error(f"{f}.start", "start_out_of_range", f"{f}.start is {start}; it must be >= 0"))
+    if end > length:
+        errors.append(_error(f"{f}.end", "end_out_of_range",
+                             f"{f}.end is {end} but messages[{m}].text has {length} characters"))
+    if start >= end:
+        errors.append(_error(f"{f}.end", "empty_span",
+                             f"{f} is {start}..{end}; end must be greater than start"))
+    if role not in _ROLES_FOR_KIND[kind]:
+        allowed = " or ".join(_ROLES_FOR_KIND[kind])
+        errors.append(_error(f"{f}.kind", "kind_not_allowed",
+                             f"{f} is {kind!r} but messages[{m}] is a {role} message; "
+                             f"{kind} spans go in {allowed} messages"))
+    return errors
+
+
+def validate_spans(messages: list[dict[str, Any]], spans: Any) -> list[dict[str, str]]:
+    """Errors [{"field", "code", "message"}] for `spans` over canonical `messages`; [] when valid."""
+    if not isinstance(spans, list):
+        return [_error("spans", "invalid_type", "spans must be an array of span objects")]
+    errors: list[dict[str, str]] = []
+    prev: tuple[int, int, int, int] | None = None  # (index, message, start, end) of the last good span
+    for i, span in enumerate(spans):
+        if len(errors) >= _MAX_ERRORS:
+            errors.append(_error("spans", "too_many_errors", f"stopped after {_MAX_ERRORS} errors"))
+            break
+        f = f"spans[{i}]"
+        own = _check(messages, span, f)
+        if own:
+            errors.extend(own)
+            continue
+        m, start, end = span["message"], span["start"], span["end"]
+        if prev is not None:
+            pi, pm, ps, pe = prev
+            if (m, start) < (pm, ps):
+                errors.append(_error(f, "not_sorted",
+                                     f"{f} (message {m}, {start}..{end}) comes after spans[{pi}] "
+                                     f"(message {pm}, {ps}..{pe}); spans must be sorted by (message, start)"))
+                continue
+            if m == pm and start < pe:
+                errors.append(_error(f, "overlap",
+                                     f"{f} overlaps spans[{pi}] (message {m}, {start}..{end} vs {ps}..{pe})"))
+                continue
+        prev = (i, m, start, end)
+    return errors
+
+
+def span_kind_chars(messages: list[dict[str, Any]], spans: list[dict[str, Any]]) -> dict[str, int]:
+    """Characters covered per kind (all KINDS present); `spans` are assumed valid."""
+    totals = dict.fromkeys(KINDS, 0)
+    for span in spans:
+        totals[span["kind"]] += span["end"] - span["start"]
+    return totals
