@@ -1,0 +1,268 @@
+"""The worker loop (worker/loop.py) end to end: real Postgres, real threads and real processes.
+
+Test handlers (kinds ``test_*``) are registered in-process by a fixture, and in ``python -m
+worker`` subprocesses through ``DISTILLERY_WORKER_PLUGINS`` pointing at ``install_test_handlers``.
+``test_count`` is a resumable job: it counts steps, checkpointing each one in its out_dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select, text
+
+from app.jobs import queue
+from app.models import Job, JobEvent
+from worker.handlers import HANDLERS, JobContext
+from worker.loop import run_worker, start_background_worker
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_KINDS = ("test_noop", "test_fail", "test_count")
+
+
+def _noop(ctx: JobContext) -> dict[str, Any]:
+    ctx.log("hello from the handler")
+    return {"ok": True, "attempt": ctx.attempt}
+
+
+def _fail(ctx: JobContext) -> dict[str, Any]:
+    raise RuntimeError("handler exploded")
+
+
+def _count(ctx: JobContext) -> dict[str, Any]:
+    steps = int(ctx.config["steps"])
+    checkpoint = ctx.out_dir / "checkpoint.json"
+    start = json.loads(checkpoint.read_text())["step"] if checkpoint.exists() else 0
+    step_s = ctx.config.get("resume_step_s", 0.0) if start else ctx.config.get("step_s", 0.0)
+    for step in range(start, steps):
+        if ctx.should_stop():
+            return {"status": "stopped", "step": step}
+        time.sleep(step_s)
+        checkpoint.write_text(json.dumps({"step": step + 1}))
+        ctx.report_progress({"step": step + 1, "total": steps})
+    return {"status": "completed", "steps": steps, "resumed_from": start, "attempt": ctx.attempt}
+
+
+def install_test_handlers() -> None:
+    """Plugin entry point (``DISTILLERY_WORKER_PLUGINS=tests.worker.test_loop:install_test_handlers``)."""
+    HANDLERS.update({"test_noop": _noop, "test_fail": _fail, "test_count": _count})
+
+
+@pytest.fixture
+def engine(database) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
+    install_test_handlers()
+    yield database.engine
+    for kind in TEST_KINDS:
+        HANDLERS.pop(kind, None)
+    with database.engine.begin() as conn:
+        conn.execute(text("TRUNCATE jobs, job_events, workers CASCADE"))
+
+
+def _enqueue(engine: Engine, kind: str, config: dict[str, Any] | None = None, **kw: Any) -> uuid.UUID:
+    with engine.begin() as conn:
+        return queue.enqueue(conn, kind, config or {}, **kw)
+
+
+def _job(engine: Engine, job_id: uuid.UUID) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(select(Job.__table__).where(Job.id == job_id)).one()
+
+
+def _events(engine: Engine, job_id: uuid.UUID, kind: str) -> list[Any]:
+    with engine.connect() as conn:
+        return conn.execute(select(JobEvent.__table__).where(JobEvent.job_id == job_id, JobEvent.kind == kind)
+                            .order_by(JobEvent.id)).all()
+
+
+def _wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _progress_step(engine: Engine, job_id: uuid.UUID) -> int:
+    row = _job(engine, job_id)
+    return int((row.progress or {}).get("step", 0)) if row.status == "running" else 0
+
+
+def test_run_once_runs_a_job_to_success(engine: Engine, database_url: str, settings) -> None:  # type: ignore[no-untyped-def]
+    job_id = _enqueue(engine, "test_noop")
+    assert run_worker(database_url, settings, once=True, kinds=["test_noop"], worker_id="w-once") == 0
+    row = _job(engine, job_id)
+    assert (row.status, row.result, row.attempts, row.lease_owner) == ("succeeded", {"ok": True, "attempt": 1}, 1,
+                                                                      "w-once")
+    assert [e.message for e in _events(engine, job_id, "log")] == ["hello from the handler"]
+    assert (settings.data_dir / "jobs" / str(job_id)).is_dir()
+    with engine.connect() as conn:  # the worker unregistered itself
+        assert conn.execute(text("SELECT count(*) FROM workers")).scalar() == 0
+    assert run_worker(database_url, settings, once=True, kinds=["test_noop"]) == 0  # nothing queued: returns
+
+
+def test_raising_handler_is_retried_then_failed_with_traceback(engine: Engine, database_url: str, settings) -> None:  # type: ignore[no-untyped-def]
+    job_id = _enqueue(engine, "test_fail", max_attempts=2)
+    run_worker(database_url, settings, once=True, kinds=["test_fail"])
+    row = _job(engine, job_id)
+    assert (row.status, row.attempts) == ("queued", 1)
+    assert "Traceback" in row.error and "RuntimeError: handler exploded" in row.error
+    assert row.run_after > row.updated_at  # backing off
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET run_after = now() WHERE id = :id"), {"id": job_id})
+    run_worker(database_url, settings, once=True, kinds=["test_fail"])
+    row = _job(engine, job_id)
+    assert (row.status, row.attempts) == ("failed", 2)
+    assert "RuntimeError: handler exploded" in row.error and row.finished_at is not None
+
+
+def test_distill_without_its_dataset_fails_at_once(engine: Engine, database_url: str, settings) -> None:  # type: ignore[no-untyped-def]
+    dataset_id = uuid.uuid4()
+    job_id = _enqueue(engine, "distill", {"dataset_id": str(dataset_id)})
+    run_worker(database_url, settings, once=True, kinds=["distill"])
+    row = _job(engine, job_id)
+    assert (row.status, row.attempts) == ("failed", 1)  # permanent: not retried
+    assert f"dataset {dataset_id} not found" in row.error
+
+
+def test_notify_wakes_a_waiting_worker_and_stop_hands_back(engine: Engine, database_url: str, settings) -> None:  # type: ignore[no-untyped-def]
+    stop = start_background_worker(database_url, settings, kinds=["test_noop", "test_count"], poll_interval=30)
+    try:
+        with engine.connect() as conn:
+            _wait_for("the worker", lambda: conn.execute(text("SELECT count(*) FROM workers")).scalar())
+        time.sleep(0.5)  # it has made its first (empty) claim and sleeps on LISTEN for up to 30 s
+        job_id = _enqueue(engine, "test_noop")
+        _wait_for("the job to succeed via NOTIFY", lambda: _job(engine, job_id).status == "succeeded", timeout=10)
+
+        long_job = _enqueue(engine, "test_count", {"steps": 10_000, "step_s": 0.01})
+        _wait_for("progress", lambda: _progress_step(engine, long_job) >= 2)
+    finally:
+        stop()
+    row = _job(engine, long_job)
+    assert (row.status, row.attempts, row.lease_owner) == ("queued", 0, None)  # handed back, attempt not used
+    assert "handed back" in _events(engine, long_job, "state")[-1].message
+    assert _events(engine, long_job, "progress")
+
+
+def test_cancel_stops_a_running_job(engine: Engine, database_url: str, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    job_id = _enqueue(engine, "test_count", {"steps": 10_000, "step_s": 0.01})
+    # The lease (60 s) renews every 20 s, but the progress writes (about every second) see the flag too.
+    stop = start_background_worker(database_url, settings, kinds=["test_count"], poll_interval=30)
+    try:
+        _wait_for("progress", lambda: _progress_step(engine, job_id) >= 2)
+        with engine.begin() as conn:
+            assert queue.request_cancel(conn, job_id) == "running"
+        _wait_for("the cancel", lambda: _job(engine, job_id).status == "cancelled", timeout=10)
+    finally:
+        stop()
+    row = _job(engine, job_id)
+    assert row.result["status"] == "stopped" and 0 < row.result["step"] < 10_000
+
+
+def _spawn_worker(database_url: str, settings, log: Path) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "DISTILLERY_DATABASE_URL": database_url,
+        "DISTILLERY_DATA_DIR": str(settings.data_dir),
+        "DISTILLERY_WORKER_PLUGINS": "tests.worker.test_loop:install_test_handlers",
+        "DISTILLERY_WORKER_KINDS": "test_count",
+        "DISTILLERY_WORKER_LEASE_SECONDS": "2",
+        "DISTILLERY_WORKER_POLL_INTERVAL": "0.5",
+    }
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def _running_under(engine: Engine, job_id: uuid.UUID, proc: subprocess.Popen[bytes], log: Path) -> None:
+    def check() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited {proc.returncode}:\n{log.read_text()}")
+        return _progress_step(engine, job_id) >= 3
+
+    _wait_for("the subprocess worker to make progress", check)
+
+
+def test_sigterm_hands_the_job_back_and_exits_0(engine: Engine, database_url: str, settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    job_id = _enqueue(engine, "test_count", {"steps": 10_000, "step_s": 0.02})
+    log = tmp_path / "worker.log"
+    proc = _spawn_worker(database_url, settings, log)
+    try:
+        _running_under(engine, job_id, proc, log)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    row = _job(engine, job_id)
+    assert (row.status, row.attempts, row.lease_owner) == ("queued", 0, None), log.read_text()
+    checkpoint = json.loads((settings.data_dir / "jobs" / str(job_id) / "checkpoint.json").read_text())
+    assert checkpoint["step"] >= 3
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM workers")).scalar() == 0
+
+
+def test_killed_worker_job_is_reclaimed_after_lease_expiry_and_resumed(engine: Engine, database_url: str, settings,  # type: ignore[no-untyped-def]
+                                                                      tmp_path) -> None:
+    job_id = _enqueue(engine, "test_count", {"steps": 500, "step_s": 0.02, "resume_step_s": 0.0})
+    log = tmp_path / "worker.log"
+    proc = _spawn_worker(database_url, settings, log)
+    try:
+        _running_under(engine, job_id, proc, log)
+        dead_owner = _job(engine, job_id).lease_owner
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert run_worker(database_url, settings, once=True, kinds=["test_count"]) == 0  # lease still valid
+    assert _job(engine, job_id).status == "running"
+    with engine.connect() as conn:
+        _wait_for("the lease to expire",
+                  lambda: conn.execute(text("SELECT lease_expires_at < clock_timestamp() FROM jobs WHERE id = :id"),
+                                       {"id": job_id}).scalar(), timeout=10)
+    assert run_worker(database_url, settings, once=True, kinds=["test_count"], worker_id="rescuer") == 0
+    row = _job(engine, job_id)
+    assert (row.status, row.attempts, row.lease_owner) == ("succeeded", 2, "rescuer")
+    assert dead_owner != "rescuer" and row.result["resumed_from"] >= 3 and row.result["attempt"] == 2
+
+
+def _record(i: int, split: str) -> dict[str, Any]:
+    reason, action = f"<think>\nLook up item {i}.\n</think>\n", f"Action: finish[{i}]"
+    return {
+        "id": f"r{i}", "tools": None, "complexity": i / 4, "split": split,
+        "messages": [{"role": "user", "text": f"What is item {i}?"}, {"role": "assistant", "text": reason + action}],
+        "spans": [{"message": 1, "start": 0, "end": len(reason), "kind": "reason"},
+                  {"message": 1, "start": len(reason), "end": len(reason + action), "kind": "action"}],
+    }
+
+
+def test_distill_job_trains_from_its_dataset_export(engine: Engine, database_url: str, settings,  # type: ignore[no-untyped-def]
+                                                    tiny_model_dir: Path) -> None:
+    dataset_id = uuid.uuid4()
+    export = settings.data_dir / "datasets" / f"{dataset_id}.jsonl"
+    export.parent.mkdir(parents=True, exist_ok=True)
+    export.write_text("".join(json.dumps(_record(i, "eval" if i == 4 else "train")) + "\n" for i in range(5)))
+    config = {
+        "student_model": str(tiny_model_dir), "resources": {"device": "cpu"},
+        "training": {"max_steps": 2, "micro_batch_size": 2, "max_seq_len": 64, "checkpoint_every": 0},
+    }
+    job_id = _enqueue(engine, "distill", config, dataset_id=dataset_id)
+    assert run_worker(database_url, settings, once=True, kinds=["distill"]) == 0
+    row = _job(engine, job_id)
+    assert row.status == "succeeded", row.error
+    assert (row.result["status"], row.result["steps"]) == ("completed", 2)
+    assert Path(row.result["paths"]["final_model"]).is_dir()
+    assert row.progress["step"] == 2 and row.progress["total"] == 2
+    assert [e.data["step"] for e in _events(engine, job_id, "progress")] == [1, 2]
