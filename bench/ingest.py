@@ -132,11 +132,11 @@ def bench_raw_insert(database_url: str, batches: list[list[dict[str, Any]]], cli
     from app.embedded import resolve_database_url
 
     url = resolve_database_url(database_url, None).replace("postgresql+psycopg://", "postgresql://")  # type: ignore[arg-type]
-    cols = ["id", "source", "external_id", "format", "teacher_model", "task", "task_type", "outcome", "reward",
-            "tags", "metadata", "messages", "tools", "raw", "content_sha256", "request_sha256", "complexity",
-            "complexity_score", "n_messages", "status", "span_revision"]
-    jsonb = {"metadata", "messages", "tools", "raw", "complexity"}
-    row_sql = "(" + ", ".join("%s::jsonb" if c in jsonb else "%s" for c in cols) + ")"
+    from app.trajectories.repository import _JSON_COLUMNS, _TRAJECTORY_COLUMNS
+
+    cols = list(_TRAJECTORY_COLUMNS)
+    jsonb = set(_JSON_COLUMNS)
+    row_sql = "(" + ", ".join(f"%s::{_JSON_COLUMNS[c]}" if c in jsonb else "%s" for c in cols) + ")"
 
     def insert(state: dict[str, Any], batch: list[dict[str, Any]]) -> None:
         if "conn" not in state:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import CheckConstraint, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, func
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
@@ -42,7 +42,8 @@ class Trajectory(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default="{}")
     messages: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     tools: Mapped[list[Any] | None] = mapped_column(JSONB)
-    raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # json, not jsonb: the payload as received keeps its key order and number spelling
+    raw: Mapped[dict[str, Any]] = mapped_column(JSON)
     content_sha256: Mapped[str] = mapped_column(String(64))
     request_sha256: Mapped[str] = mapped_column(String(64))
     complexity: Mapped[dict[str, Any]] = mapped_column(JSONB)
@@ -50,5 +51,9 @@ class Trajectory(Base):
     n_messages: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
     span_revision: Mapped[int] = mapped_column(Integer, server_default="1")
+    # The last review action (app/annotations): who, with what note, when.
+    reviewer_key_id: Mapped[str | None] = mapped_column(Text)
+    review_note: Mapped[str | None] = mapped_column(Text)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

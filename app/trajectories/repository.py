@@ -8,32 +8,73 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Row, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.models import IdempotencyRecord, SpanRevision, Trajectory
 
+_TRAJECTORY_COLUMNS = (
+    "id", "source", "external_id", "format", "teacher_model", "task", "task_type", "outcome", "reward", "tags",
+    "metadata", "messages", "tools", "raw", "content_sha256", "request_sha256", "complexity", "complexity_score",
+    "n_messages", "status", "span_revision",
+)
+_JSON_COLUMNS = {"metadata": "jsonb", "messages": "jsonb", "tools": "jsonb", "raw": "json", "complexity": "jsonb"}
+_INSERT_TRAJECTORY = (
+    f"INSERT INTO trajectories ({', '.join(_TRAJECTORY_COLUMNS)}) VALUES ("
+    + ", ".join(f"%s::{_JSON_COLUMNS[c]}" if c in _JSON_COLUMNS else "%s" for c in _TRAJECTORY_COLUMNS)
+    + ") ON CONFLICT (source, external_id) DO NOTHING RETURNING id"
+)
+_INSERT_SPAN_REVISION = (
+    "INSERT INTO span_revisions (trajectory_id, revision, spans, source, author_key_id, reason)"
+    " VALUES (%s, %s, %s::jsonb, %s, %s, %s)"
+)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _driver(session: Session) -> Any:
+    """The psycopg connection under the session's current transaction."""
+    return session.connection().connection.driver_connection
+
 
 def insert_trajectories(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
-    """Multi-row insert; rows whose (source, external_id) already exists are skipped.
+    """Insert rows (keys as in ``_TRAJECTORY_COLUMNS``, ``metadata`` under ``metadata_``); rows whose
+    (source, external_id) already exists are skipped. Returns the ids actually inserted.
 
-    Returns the ids actually inserted. Concurrent inserts of the same key wait for the other
-    transaction, so a race resolves to one insert and one skip.
+    One prepared statement pipelined over all rows (psycopg ``executemany``): no giant query text to
+    build and parse. Concurrent inserts of the same key wait for the other transaction, so a race
+    resolves to one insert and one skip.
     """
     if not rows:
         return set()
-    stmt = (
-        insert(Trajectory)
-        .on_conflict_do_nothing(index_elements=["source", "external_id"])
-        .returning(Trajectory.id)
-    )
-    return set(session.execute(stmt, rows).scalars().all())
+    params = [
+        [_json(row["metadata_" if c == "metadata" else c]) if c in _JSON_COLUMNS
+         else row["metadata_" if c == "metadata" else c] for c in _TRAJECTORY_COLUMNS]
+        for row in rows
+    ]
+    inserted: set[uuid.UUID] = set()
+    with _driver(session).cursor() as cur:
+        cur.executemany(_INSERT_TRAJECTORY, params, returning=True)
+        while True:
+            row = cur.fetchone()
+            if row is not None:
+                inserted.add(row[0])
+            if not cur.nextset():
+                break
+    return inserted
 
 
 def insert_span_revisions(session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(insert(SpanRevision), rows)
+    if not rows:
+        return
+    params = [[r["trajectory_id"], r["revision"], _json(r["spans"]), r["source"], r["author_key_id"], r["reason"]]
+              for r in rows]
+    with _driver(session).cursor() as cur:
+        cur.executemany(_INSERT_SPAN_REVISION, params)
 
 
 def find_by_external_ids(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Row[Any]]:

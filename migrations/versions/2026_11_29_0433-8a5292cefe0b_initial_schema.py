@@ -54,7 +54,7 @@ def upgrade() -> None:
     sa.Column('metadata', postgresql.JSONB(astext_type=sa.Text()), server_default='{}', nullable=False),
     sa.Column('messages', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
     sa.Column('tools', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
-    sa.Column('raw', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+    sa.Column('raw', postgresql.JSON(astext_type=sa.Text()), nullable=False),
     sa.Column('content_sha256', sa.String(length=64), nullable=False),
     sa.Column('request_sha256', sa.String(length=64), nullable=False),
     sa.Column('complexity', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
