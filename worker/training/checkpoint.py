@@ -1,0 +1,233 @@
+"""Training checkpoints: everything needed to resume a run exactly, written atomically.
+
+A checkpoint is a directory `out_dir/checkpoints/step-{N:08d}/` holding
+
+    model.safetensors   the trainable parameters (all weights, or only the LoRA adapters)
+    optimizer.pt        AdamW state            scheduler.pt   LR scheduler state
+    weighting.pt        span-weight state (learnable log-variances)
+    rng.pt              python / numpy / torch / cuda RNG states
+    sampler.json        curriculum sampler state
+    meta.json           {job_id, config, dataset_hash, code_version, step, world_size, complete: true}
+
+It is assembled in a hidden temporary directory, `meta.json` is written last, and the directory is renamed
+into place, so a crash never leaves a half-written `step-*` directory; `find_latest_checkpoint` also insists
+on `complete: true`. Only the newest `keep` checkpoints are kept. Every file loads with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINTS = "checkpoints"
+_PREFIX = "step-"
+
+
+def checkpoint_path(out_dir: Path, step: int) -> Path:
+    return Path(out_dir) / CHECKPOINTS / f"{_PREFIX}{step:08d}"
+
+
+def dataset_hash(records: Iterable[dict[str, Any]]) -> str:
+    """Content hash of the records a run trains on (order-independent: sorted by id)."""
+    keyed = sorted(
+        (
+            json.dumps(
+                {k: r.get(k) for k in ("id", "messages", "spans", "tools", "complexity", "split")},
+                sort_keys=True,
+                ensure_ascii=False,
+            )
+            for r in records
+        ),
+    )
+    digest = hashlib.sha256()
+    for line in keyed:
+        digest.update(line.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def code_version() -> str:
+    """`git describe` of the checkout when available, else the installed package version."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return "git:" + out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        from importlib.metadata import version
+
+        return "distillery " + version("distillery")
+    except Exception:
+        return "unknown"
+
+
+# -- RNG ------------------------------------------------------------------------------------------------
+
+
+def capture_rng_state() -> dict[str, Any]:
+    version, keys, gauss = random.getstate()
+    np_state: tuple[Any, ...] = np.random.get_state(legacy=True)  # type: ignore[assignment]
+    state: dict[str, Any] = {
+        "python_version": version,
+        "python_keys": torch.tensor(keys, dtype=torch.int64),
+        "python_gauss": gauss,
+        "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_has_gauss": int(np_state[3]),
+        "numpy_cached_gaussian": float(np_state[4]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((state["python_version"], tuple(state["python_keys"].tolist()), state["python_gauss"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy_keys"].numpy().astype(np.uint32),
+            state["numpy_pos"],
+            state["numpy_has_gauss"],
+            state["numpy_cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- model state ----------------------------------------------------------------------------------------
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters the optimizer updates (everything for full fine-tuning, adapters for LoRA)."""
+    return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    wanted = {n for n, p in params.items() if p.requires_grad}
+    if set(tensors) != wanted:
+        missing, extra = sorted(wanted - set(tensors))[:5], sorted(set(tensors) - wanted)[:5]
+        raise ValueError(f"checkpoint does not match the model: missing {missing}, unexpected {extra}")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+
+
+# -- save / find / load ---------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    out_dir: Path,
+    step: int,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    weighting: torch.nn.Module,
+    sampler_state: dict[str, Any],
+    meta: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write checkpoint `step` atomically and prune older ones; returns its directory."""
+    final = checkpoint_path(out_dir, step)
+    root = final.parent
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(trainable_state(model), str(tmp / "model.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(weighting.state_dict(), tmp / "weighting.pt")
+    torch.save(capture_rng_state(), tmp / "rng.pt")
+    (tmp / "sampler.json").write_text(json.dumps(sampler_state))
+    meta = {**meta, "step": step, "complete": True}
+    with open(tmp / "meta.json", "w") as fh:  # written last: its presence marks a finished directory
+        json.dump(meta, fh, indent=2, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if final.exists():  # re-saving the same step (e.g. stop right after a periodic save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    prune_checkpoints(out_dir, keep)
+    return final
+
+
+def list_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first."""
+    root = Path(out_dir) / CHECKPOINTS
+    found: list[tuple[int, Path]] = []
+    if not root.is_dir():
+        return found
+    for path in root.iterdir():
+        if not path.name.startswith(_PREFIX) or not path.is_dir():
+            continue
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("complete") is True:
+            found.append((int(meta["step"]), path))
+    return sorted(found)
+
+
+def find_latest_checkpoint(out_dir: Path) -> Path | None:
+    found = list_checkpoints(out_dir)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(out_dir: Path, keep: int) -> None:
+    for _, path in list_checkpoints(out_dir)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+    root = Path(out_dir) / CHECKPOINTS
+    for stale in root.glob(".tmp-*"):  # leftovers of a crash mid-save
+        if stale.name.endswith(f"-{os.getpid()}"):
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    return json.loads((Path(path) / "meta.json").read_text())
+
+
+def load_checkpoint(
+    path: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    weighting: torch.nn.Module,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore model/optimizer/scheduler/weighting/RNG in place; returns (meta, sampler_state)."""
+    path = Path(path)
+    load_trainable_state(model, load_file(str(path / "model.safetensors")))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))
+    weighting.load_state_dict(torch.load(path / "weighting.pt", map_location="cpu", weights_only=True))
+    restore_rng_state(torch.load(path / "rng.pt", map_location="cpu", weights_only=True))
+    sampler_state = json.loads((path / "sampler.json").read_text())
+    return read_meta(path), sampler_state
