@@ -48,7 +48,9 @@ def _count(ctx: JobContext) -> dict[str, Any]:
         if ctx.should_stop():
             return {"status": "stopped", "step": step}
         time.sleep(step_s)
-        checkpoint.write_text(json.dumps({"step": step + 1}))
+        partial = checkpoint.with_suffix(".tmp")  # atomic, like real checkpoints: kill -9 may land mid-write
+        partial.write_text(json.dumps({"step": step + 1}))
+        partial.replace(checkpoint)
         ctx.report_progress({"step": step + 1, "total": steps})
     return {"status": "completed", "steps": steps, "resumed_from": start, "attempt": ctx.attempt}
 
