@@ -58,3 +58,11 @@ def padded_teacher_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir:
         tmp_path_factory.mktemp("tiny-teacher"), TINY_CORPUS, hidden_size=96, num_heads=4, seed=1,
         embedding_rows=n + 8,
     )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    """Tiny models run ~10× faster single-threaded on a shared 2-core box than with 2 threads."""
+    import torch
+
+    torch.set_num_threads(1)

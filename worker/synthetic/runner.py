@@ -1,0 +1,302 @@
+"""Run any model as an agent on the synthetic shop task, with real tool execution, and score it.
+
+`run_agent(generate, problem, fmt=…)` keeps the conversation as CANONICAL messages (CONTRACTS: `{role,
+text}`, assistant tool calls rendered as Hermes `<tool_call>` blocks and kept as `tool_calls`, tool
+results as role "tool"), exactly the form `app.trajectories.formats.parse` gives the teacher's
+payloads, so what a student sees when acting is what it was trained on. Each `generate` call is one
+step and returns the next assistant text; the runner parses it:
+
+- `openai`: `<tool_call>\\n{json}\\n</tool_call>` blocks are executed in order, one tool message
+  per call (a malformed block becomes an "Error: …" observation); a turn without a block is the
+  final answer.
+- `react`: `Action: name` + `Action Input: {json}` is executed and its observation becomes a tool
+  message; `Final Answer: X` ends the run; anything else gets a format-error observation.
+
+Success means the final answer equals the problem's answer numerically (|a - b| ≤ 1e-6; the last
+number in the answer text counts). `hf_generate_fn` turns a transformers model + tokenizer into a
+`generate` that renders the prompt the way `worker.training.render` renders training text and
+decodes greedily to the end-of-turn token; `evaluate_agent` scores a list of problems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.synthetic.tasks import Problem
+from worker.synthetic.teacher import SYSTEM_PROMPT, Format, call_id
+from worker.synthetic.tools import execute
+
+Message = dict[str, Any]
+Generate = Callable[[list[Message]], str]
+
+TOLERANCE = 1e-6
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+_ACTION = re.compile(
+    r"^[ \t]*Action[ \t]*:[ \t]*(.*?)[ \t]*\n[ \t]*Action[ \t]*Input[ \t]*:[ \t]*", re.MULTILINE
+)
+_FINAL = re.compile(r"Final Answer[ \t]*:", re.IGNORECASE)
+_OBSERVATION = re.compile(r"\n[ \t]*Observation[ \t]*:")
+REACT_FORMAT_ERROR = "Error: expected 'Action:' and 'Action Input:' lines, or 'Final Answer:'"
+
+
+class ContextOverflow(RuntimeError):
+    """The conversation no longer fits the model's context; the run ends as a failure."""
+
+
+@dataclass
+class AgentResult:
+    """One agent run. `error` is the failure reason (None on success), see `FAILURE_REASONS`."""
+
+    success: bool
+    answer: str | None
+    steps: int
+    transcript: list[Message] = field(default_factory=list)
+    error: str | None = None
+
+
+FAILURE_REASONS = ("wrong_answer", "no_answer", "max_steps", "context_overflow")
+
+
+def initial_messages(problem: Problem, fmt: Format = "openai") -> list[Message]:
+    """The canonical conversation before the first step (what the formats parser gives a payload)."""
+    user: Message = {"role": "user", "text": problem.question}
+    if fmt == "openai":
+        return [{"role": "system", "text": SYSTEM_PROMPT}, user]
+    if fmt == "react":
+        return [user]
+    raise ValueError(f"fmt must be 'openai' or 'react', not {fmt!r}")
+
+
+def extract_answer(text: str) -> str | None:
+    """The answer in a final text: the last number in it, or None when there is none."""
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def answer_matches(answer: str | None, expected: str) -> bool:
+    if answer is None:
+        return False
+    try:
+        return abs(float(answer) - float(expected)) <= TOLERANCE
+    except ValueError:
+        return False
+
+
+def _parse_call(body: str) -> tuple[str, Any] | str:
+    """(name, arguments) from a tool-call block body, or an error observation."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return "Error: tool call is not valid JSON"
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        return 'Error: tool call needs {"name": <tool>, "arguments": {...}}'
+    arguments = obj.get("arguments", {})
+    if isinstance(arguments, str):  # OpenAI-style arguments given as a JSON string
+        with contextlib.suppress(ValueError):
+            arguments = json.loads(arguments)
+    return obj["name"], arguments
+
+
+def _openai_step(text: str, n_calls: int) -> tuple[Message, list[Message]]:
+    """The assistant message for `text` and the tool messages its calls produce."""
+    assistant: Message = {"role": "assistant", "text": text}
+    calls: list[dict[str, Any]] = []
+    results: list[Message] = []
+    bodies = _TOOL_CALL.findall(text)
+    # An opening tag left unclosed (e.g. generation hit its token limit) is a malformed call too.
+    if text.count("<tool_call>") > len(bodies):
+        bodies.append(None)
+    for body in bodies:
+        parsed = _parse_call(body.strip()) if body is not None else "Error: unterminated <tool_call> block"
+        if isinstance(parsed, str):
+            results.append({"role": "tool", "text": parsed})
+            continue
+        n_calls += 1
+        name, arguments = parsed
+        calls.append({"id": call_id(n_calls), "name": name, "arguments": arguments})
+        results.append({"role": "tool", "text": execute(name, arguments), "tool_call_id": call_id(n_calls)})
+    if calls:
+        assistant["tool_calls"] = calls
+    return assistant, results
+
+
+def _react_action(text: str) -> tuple[str, Any] | None:
+    """(tool, input) of the first Action in `text` when it precedes any Final Answer."""
+    action = _ACTION.search(text)
+    final = _FINAL.search(text)
+    if action is None or (final is not None and final.start() < action.start()):
+        return None
+    rest = text[action.end() :]
+    try:  # a JSON object, possibly spread over lines; anything else is the first line, verbatim
+        arguments, _ = json.JSONDecoder().raw_decode(rest)
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        arguments = rest.split("\n", 1)[0].strip()
+    return action.group(1), arguments
+
+
+def run_agent(
+    generate: Generate, problem: Problem, *, fmt: Format = "openai", max_steps: int = 6
+) -> AgentResult:
+    """Let `generate` act on `problem` for at most `max_steps` assistant turns; score the outcome."""
+    messages = initial_messages(problem, fmt)
+    n_calls = 0
+    final_text: str
+    for step in range(1, max_steps + 1):
+        try:
+            raw = generate([dict(m) for m in messages])
+        except ContextOverflow:
+            return AgentResult(False, None, step, messages, "context_overflow")
+        if fmt == "react":
+            # A model that keeps writing invents its own observations; the tool's reply wins.
+            cut = _OBSERVATION.search(raw)
+            raw = raw[: cut.start()] if cut else raw
+        text = raw.strip()
+        if fmt == "openai":
+            assistant, results = _openai_step(text, n_calls)
+            messages.append(assistant)
+            if "<tool_call>" in text:
+                n_calls += len(assistant.get("tool_calls", []))
+                messages.extend(results)
+                continue
+            final_text = text
+        else:
+            messages.append({"role": "assistant", "text": text})
+            action = _react_action(text)
+            final = _FINAL.search(text)
+            if action is not None:
+                messages.append({"role": "tool", "text": execute(*action)})
+                continue
+            if final is None:
+                messages.append({"role": "tool", "text": REACT_FORMAT_ERROR})
+                continue
+            final_text = text[final.end() :]
+        answer = extract_answer(final_text)
+        if answer is None:
+            return AgentResult(False, final_text.strip() or None, step, messages, "no_answer")
+        ok = answer_matches(answer, problem.answer)
+        return AgentResult(ok, answer, step, messages, None if ok else "wrong_answer")
+    return AgentResult(False, None, max_steps, messages, "max_steps")
+
+
+def evaluate_agent(
+    generate: Generate, problems: Sequence[Problem], fmt: Format = "openai", *, max_steps: int = 6
+) -> dict[str, Any]:
+    """Run `generate` on every problem: success_rate, n, n_success, avg_steps, failures by reason."""
+    results = [run_agent(generate, p, fmt=fmt, max_steps=max_steps) for p in problems]
+    n = len(results)
+    n_success = sum(r.success for r in results)
+    return {
+        "success_rate": n_success / n if n else 0.0,
+        "n": n,
+        "n_success": n_success,
+        "avg_steps": sum(r.steps for r in results) / n if n else 0.0,
+        "failures": dict(Counter(r.error for r in results if r.error is not None)),
+    }
+
+
+def replay_generate(texts: Sequence[str]) -> Generate:
+    """A generator that answers with `texts` in order (then nonsense): the teacher-replay oracle."""
+    queue = list(texts)
+
+    def generate(messages: list[Message]) -> str:
+        return queue.pop(0) if queue else "I do not know."
+
+    return generate
+
+
+def render_prompt(messages: Sequence[Message], tokenizer: Any, *, tools: Any = None) -> str:
+    """The prompt string for the next assistant turn, rendered as `worker.training.render` renders.
+
+    With a chat template: the template over `{role, content: text}` with the generation prompt.
+    Without: the plain template of `render.PLAIN_TEMPLATE_DOC`, ending in the assistant header.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        conv = [{"role": m["role"], "content": m["text"]} for m in messages]
+        out = tokenizer.apply_chat_template(
+            conv, tools=tools or None, add_generation_prompt=True, tokenize=False
+        )
+        return out if isinstance(out, str) else str(out)
+    eos = tokenizer.eos_token or ""
+    parts = [tokenizer.bos_token or ""]
+    if tools:
+        parts.append("<|tools|>\n" + json.dumps(tools, ensure_ascii=False) + "\n")
+    for m in messages:
+        parts.append("<|" + m["role"] + "|>\n" + m["text"] + (eos if m["role"] == "assistant" else "") + "\n")
+    parts.append("<|assistant|>\n")
+    return "".join(parts)
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """Token ids that end an assistant turn: eos and, when the vocabulary has it, `<|im_end|>`."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    vocab = tokenizer.get_vocab()
+    if "<|im_end|>" in vocab:
+        ids.append(vocab["<|im_end|>"])
+    if not ids:
+        raise ValueError("the tokenizer has no end-of-turn token (eos or <|im_end|>)")
+    return sorted(set(ids))
+
+
+def hf_generate_fn(
+    model: Any,
+    tokenizer: Any,
+    *,
+    max_new_tokens: int = 96,
+    render: Callable[[Sequence[Message]], str] | None = None,
+    tools: Any = None,
+) -> Generate:
+    """A `generate` for `run_agent`: render the prompt, greedy-decode until end of turn.
+
+    `render` maps canonical messages to the prompt string (default `render_prompt` with `tools`;
+    pass the same `tools` the training records carried). Raises `ContextOverflow` when the prompt
+    leaves no room in the model's `max_position_embeddings`.
+    """
+    import torch
+
+    stop = end_of_turn_ids(tokenizer)
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is not None:  # e.g. Llama 3's <|eot_id|>, listed by the checkpoint itself
+        stop = sorted(set(stop) | set(configured if isinstance(configured, list) else [configured]))
+    limit = getattr(model.config, "max_position_embeddings", None)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+    to_prompt = render or (lambda msgs: render_prompt(msgs, tokenizer, tools=tools))
+
+    def generate(messages: list[Message]) -> str:
+        # add_special_tokens=False: the rendered string already holds every special token, as in training.
+        ids = tokenizer(to_prompt(messages), add_special_tokens=False)["input_ids"]
+        room = max_new_tokens if limit is None else min(max_new_tokens, limit - len(ids))
+        if room <= 0:
+            raise ContextOverflow(f"prompt of {len(ids)} tokens leaves no room in {limit} positions")
+        device = next(model.parameters()).device
+        input_ids = torch.tensor([ids], dtype=torch.long, device=device)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=room,
+                    do_sample=False,
+                    eos_token_id=stop,
+                    pad_token_id=pad_id,
+                )
+        finally:
+            model.train(was_training)
+        new = out[0, len(ids) :].tolist()
+        for i, tok in enumerate(new):
+            if tok in stop:
+                new = new[:i]
+                break
+        return tokenizer.decode(new, skip_special_tokens=True)
+
+    return generate
