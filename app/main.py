@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app import health
+from app.annotations.routes import router as annotations_router
 from app.auth import KeyCache
 from app.config import Settings, get_settings
 from app.db import Database
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(health.router)
     app.include_router(keys_router)
     app.include_router(trajectories_router)
+    app.include_router(annotations_router)
 
     batch_paths = ("/v1/trajectories/batch",)
 

