@@ -23,6 +23,8 @@ masks_cli = typer.Typer(help="Inspect how a trajectory is rendered and masked fo
 cli.add_typer(db_cli, name="db")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(masks_cli, name="masks")
+datasets_cli = typer.Typer(help="Datasets (talks to the database directly).", no_args_is_help=True)
+cli.add_typer(datasets_cli, name="datasets")
 
 
 def _database_url() -> str:
@@ -38,6 +40,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     with_worker: Annotated[bool, typer.Option("--with-worker", help="Run a job worker in this process too.")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="API processes (uvicorn workers).")] = 1,
 ) -> None:
     """Run the API (migrating the database first). Without DISTILLERY_DATABASE_URL an embedded
     Postgres starts in the per-user data folder."""
@@ -53,7 +56,6 @@ def serve(
     configure_logging(settings.log_level, settings.log_json)
     url = _database_url()
     upgrade(url)
-    app = create_app(settings, database=Database(url, settings))
     stop_worker = None
     if with_worker:
         from worker.loop import start_background_worker
@@ -61,7 +63,15 @@ def serve(
         stop_worker = start_background_worker(url, settings)
     typer.echo(f"Distillery API on http://{host}:{port}  (docs: http://{host}:{port}/docs)", err=True)
     try:
-        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+        if workers == 1:
+            app = create_app(settings, database=Database(url, settings))
+            uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+        else:  # each process builds its own app on the already migrated database
+            import os
+
+            os.environ["DISTILLERY_DATABASE_URL"] = url
+            uvicorn.run("app.main:create_worker_process_app", factory=True, host=host, port=port,
+                        workers=workers, log_config=None, access_log=False)
     finally:
         if stop_worker is not None:
             stop_worker()
@@ -161,6 +171,51 @@ def keys_revoke(key_id: str) -> None:
         row.revoked_at = row.revoked_at or datetime.now(UTC)
     typer.echo(f"revoked {key_id}")
     db.dispose()
+
+
+@datasets_cli.command("export")
+def datasets_export(
+    dataset_id: Annotated[str, typer.Argument(help="The dataset id.")],
+    out: Annotated[Path, typer.Option("--out", help="The file to write (JSON lines).")],
+    format: Annotated[str, typer.Option("--format", help="jsonl (trainer records) or openai (chat fine-tuning).")
+                      ] = "jsonl",
+    split: Annotated[str, typer.Option("--split", help="train, eval or all.")] = "all",
+) -> None:
+    """Write a dataset's records to a file, streaming from the database with a progress bar."""
+    import uuid
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from app.datasets import repository as datasets
+    from app.datasets.export import iter_lines
+
+    if format not in ("jsonl", "openai") or split not in ("train", "eval", "all"):
+        typer.echo("--format must be jsonl or openai; --split train, eval or all", err=True)
+        raise typer.Exit(2)
+    try:
+        key = uuid.UUID(dataset_id)
+    except ValueError:
+        typer.echo(f"not a dataset id: {dataset_id}", err=True)
+        raise typer.Exit(2) from None
+    selected = None if split == "all" else split
+    db = _session()
+    try:
+        with db.sessionmaker() as session:
+            if datasets.get(session, key) is None:
+                typer.echo(f"no dataset {dataset_id}", err=True)
+                raise typer.Exit(1)
+            total = datasets.count_items(session, key, selected)
+            partial = out.with_name(out.name + ".partial")
+            with partial.open("wb") as fh, Progress(console=Console(stderr=True), transient=True) as progress:
+                task = progress.add_task(f"exporting {split}", total=total)
+                for line in iter_lines(session, key, format, selected):
+                    fh.write(line)
+                    progress.advance(task)
+            partial.replace(out)  # a finished file or none: never a truncated one
+    finally:
+        db.dispose()
+    typer.echo(f"wrote {total} records to {out}", err=True)
 
 
 @masks_cli.command("show")

@@ -14,6 +14,7 @@ from app import health
 from app.annotations.routes import router as annotations_router
 from app.auth import KeyCache
 from app.config import Settings, get_settings
+from app.datasets.routes import router as datasets_router
 from app.db import Database
 from app.embedded import resolve_database_url
 from app.errors import install_error_handlers
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(keys_router)
     app.include_router(trajectories_router)
     app.include_router(annotations_router)
+    app.include_router(datasets_router)
 
     batch_paths = ("/v1/trajectories/batch",)
 
@@ -81,3 +83,12 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def create_worker_process_app() -> FastAPI:
+    """Factory for ``distillery serve --workers N``: the parent has migrated already."""
+    from app.observability import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings, migrate=False)

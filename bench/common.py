@@ -71,14 +71,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def api_server(database_url: str, admin_key: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+def api_server(database_url: str, admin_key: str, extra_env: dict[str, str] | None = None,
+               workers: int = 1) -> Iterator[str]:
     """``distillery serve`` in a subprocess on a free port; yields its base URL."""
     import httpx
 
     port = free_port()
     env = {**os.environ, "DISTILLERY_DATABASE_URL": database_url, "DISTILLERY_ADMIN_KEY": admin_key,
            "DISTILLERY_LOG_LEVEL": "WARNING", **(extra_env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
+                            cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60

@@ -171,6 +171,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8, help="Concurrent clients for single posts.")
     ap.add_argument("--batch-clients", type=int, default=2, help="Concurrent clients for batches.")
     ap.add_argument("--size", type=int, default=10_000, help="Approximate bytes per trajectory.")
+    ap.add_argument("--api-workers", type=int, default=1, help="API processes when the API is started here.")
     args = ap.parse_args()
 
     import orjson
@@ -199,7 +200,8 @@ def main() -> None:
         r_sec = bench_raw_insert(db_url, raw_batches, args.batch_clients)
         api_rate = len(batched) / b_sec
         raw_rate = len(raw_items) / r_sec
-        print(f"\ntrajectory size ≈ {avg_bytes / 1000:.1f} KB, batch size {args.batch_size}")
+        print(f"\ntrajectory size ≈ {avg_bytes / 1000:.1f} KB, batch size {args.batch_size}, "
+              f"API processes {args.api_workers}")
         print_table("Ingest (DESIGN.md §8)", ["mode", "clients", "trajectories", "traj/s", "MB/s",
                                                 "p50 ms", "p99 ms"], [
             ["API single POST", args.clients, len(single), len(single) / s_sec,
@@ -222,7 +224,8 @@ def main() -> None:
             raise SystemExit("--api needs --database-url (the same database, for the raw INSERT ceiling)")
         measure(args.api, args.database_url)
         return
-    with scratch_database(args.database_url) as db_url, api_server(db_url, args.api_key) as base:
+    with scratch_database(args.database_url) as db_url, api_server(db_url, args.api_key,
+                                                                   workers=args.api_workers) as base:
         measure(base, db_url)
 
 
