@@ -11,6 +11,8 @@ import json
 from types import ModuleType
 from typing import Any
 
+import orjson
+
 from app.trajectories.formats import openai, react, sharegpt, smolagents
 from app.trajectories.formats.base import FormatError, ParsedTrajectory, fail, json_type
 
@@ -43,9 +45,19 @@ def export(fmt: str, messages: list[dict[str, Any]], tools: list[Any] | None,
 
 
 def canonical_sha256(messages: list[dict[str, Any]]) -> str:
-    """sha256 of the messages as JSON with sorted keys, no spaces, UTF-8 (non-ASCII unescaped)."""
-    data = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
+    """sha256 of the messages as compact JSON with sorted keys, UTF-8 (non-ASCII unescaped).
+
+    The encoding is orjson's (``OPT_SORT_KEYS``): the same bytes as ``json.dumps(sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)`` except for how float exponents are spelled, and
+    about 20× faster (this runs on every ingest). Values orjson refuses (integers beyond 64 bits)
+    fall back to ``json.dumps``, so the digest stays a pure function of the messages.
+    """
+    try:
+        data = orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        data = json.dumps(messages, ensure_ascii=False, sort_keys=True,
+                          separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
 
 
 __all__ = ["FORMATS", "FormatError", "ParsedTrajectory", "canonical_sha256", "export", "parse"]
