@@ -21,14 +21,14 @@ _TRAJECTORY_COLUMNS = (
     "n_messages", "status", "span_revision",
 )
 _JSON_COLUMNS = {"metadata": "jsonb", "messages": "jsonb", "tools": "jsonb", "raw": "json", "complexity": "jsonb"}
+# One statement per trajectory stores it and its span revision 1 (the CTE inserts the revision only
+# when the trajectory row was new).
 _INSERT_TRAJECTORY = (
-    f"INSERT INTO trajectories ({', '.join(_TRAJECTORY_COLUMNS)}) VALUES ("
+    "WITH t AS (INSERT INTO trajectories (" + ", ".join(_TRAJECTORY_COLUMNS) + ") VALUES ("
     + ", ".join(f"%s::{_JSON_COLUMNS[c]}" if c in _JSON_COLUMNS else "%s" for c in _TRAJECTORY_COLUMNS)
-    + ") ON CONFLICT (source, external_id) DO NOTHING RETURNING id"
-)
-_INSERT_SPAN_REVISION = (
-    "INSERT INTO span_revisions (trajectory_id, revision, spans, source, author_key_id, reason)"
-    " VALUES (%s, %s, %s::jsonb, %s, %s, %s)"
+    + ") ON CONFLICT (source, external_id) DO NOTHING RETURNING id) "
+    "INSERT INTO span_revisions (trajectory_id, revision, spans, source, author_key_id, reason) "
+    "SELECT id, 1, %s::jsonb, %s, %s, %s FROM t RETURNING trajectory_id"
 )
 
 
@@ -41,23 +41,30 @@ def _driver(session: Session) -> Any:
     return session.connection().connection.driver_connection
 
 
-def insert_trajectories(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
-    """Insert rows (keys as in ``_TRAJECTORY_COLUMNS``, ``metadata`` under ``metadata_``); rows whose
-    (source, external_id) already exists are skipped. Returns the ids actually inserted.
+def insert_trajectories(session: Session, rows: list[dict[str, Any]], spans: list[list[dict[str, Any]]],
+                        span_source: list[str], author_key_id: str | None) -> set[uuid.UUID]:
+    """Insert trajectories (row keys as ``_TRAJECTORY_COLUMNS``; ``metadata`` under ``metadata_``) with
+    their span revision 1; rows whose (source, external_id) already exists are skipped. Returns the
+    ids actually inserted.
 
-    One prepared statement pipelined over all rows (psycopg ``executemany``): no giant query text to
-    build and parse. Concurrent inserts of the same key wait for the other transaction, so a race
-    resolves to one insert and one skip.
+    One prepared statement per row, pipelined over a batch (psycopg ``executemany``): no giant query
+    text to build and parse, one round trip for the lot. Concurrent inserts of the same key wait for
+    the other transaction, so a race resolves to one insert and one skip.
     """
     if not rows:
         return set()
     params = [
         [_json(row["metadata_" if c == "metadata" else c]) if c in _JSON_COLUMNS
          else row["metadata_" if c == "metadata" else c] for c in _TRAJECTORY_COLUMNS]
-        for row in rows
+        + [_json(row_spans), source, author_key_id, "ingest"]
+        for row, row_spans, source in zip(rows, spans, span_source, strict=True)
     ]
     inserted: set[uuid.UUID] = set()
     with _driver(session).cursor() as cur:
+        if len(params) == 1:  # a pipeline costs more than it saves for one statement
+            cur.execute(_INSERT_TRAJECTORY, params[0])
+            inserted.update(r[0] for r in cur.fetchall())
+            return inserted
         cur.executemany(_INSERT_TRAJECTORY, params, returning=True)
         while True:
             row = cur.fetchone()
@@ -66,15 +73,6 @@ def insert_trajectories(session: Session, rows: list[dict[str, Any]]) -> set[uui
             if not cur.nextset():
                 break
     return inserted
-
-
-def insert_span_revisions(session: Session, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    params = [[r["trajectory_id"], r["revision"], _json(r["spans"]), r["source"], r["author_key_id"], r["reason"]]
-              for r in rows]
-    with _driver(session).cursor() as cur:
-        cur.executemany(_INSERT_SPAN_REVISION, params)
 
 
 def find_by_external_ids(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Row[Any]]:

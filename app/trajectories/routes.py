@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.auth import Admin, Ingest, Principal, Reader
+from app.datasets import service as datasets
 from app.db import SessionDep
 from app.errors import AppError, Conflict, ValidationFailed
 from app.observability import TRAJECTORIES_INGESTED
@@ -219,9 +220,14 @@ def export_trajectory(trajectory_id: uuid.UUID, session: SessionDep, _: Reader,
     return body
 
 
-@router.delete("/{trajectory_id}", status_code=204)
-def delete_trajectory(trajectory_id: uuid.UUID, session: SessionDep, _: Admin) -> Response:
-    """Delete a trajectory and its span history (admin)."""
+@router.delete("/{trajectory_id}", status_code=204,
+               responses={409: {"description": "trajectory_in_dataset: datasets hold it (body: datasets)."}})
+def delete_trajectory(trajectory_id: uuid.UUID, session: SessionDep, principal: Admin,
+                      force: Annotated[bool, Query(description="Delete even when datasets hold it: each keeps "
+                                                               "its copy and records a tombstone.")] = False
+                      ) -> Response:
+    """Delete a trajectory and its span history (admin); refused while datasets hold it, unless forced."""
+    datasets.before_trajectory_delete(session, trajectory_id, principal.key_id, force=force)
     if not repo.delete_trajectory(session, trajectory_id):
         service.get_or_404(session, trajectory_id)
     return Response(status_code=204)

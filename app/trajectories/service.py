@@ -180,12 +180,9 @@ def ingest(session: Session, items: list[Any], settings: Settings, author_key_id
             first_of_key[key] = i
         prepared[i] = p
 
-    inserted = repo.insert_trajectories(session, [p.row for p in prepared.values()])
-    repo.insert_span_revisions(session, [
-        {"trajectory_id": p.row["id"], "revision": 1, "spans": p.spans, "source": p.span_source,
-         "author_key_id": author_key_id, "reason": "ingest"}
-        for p in prepared.values() if p.row["id"] in inserted
-    ])
+    batch = list(prepared.values())
+    inserted = repo.insert_trajectories(session, [p.row for p in batch], [p.spans for p in batch],
+                                        [p.span_source for p in batch], author_key_id)
     for i, p in prepared.items():
         if p.row["id"] in inserted:
             outcomes[i] = Outcome(201, receipt=_receipt(p.row, True, len(p.spans)))
