@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from app.cli_jobs import jobs_cli
+
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 cli = typer.Typer(help="Distillery: agent trajectories in, span-level distilled students out.",
@@ -23,6 +25,7 @@ masks_cli = typer.Typer(help="Inspect how a trajectory is rendered and masked fo
 cli.add_typer(db_cli, name="db")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(masks_cli, name="masks")
+cli.add_typer(jobs_cli, name="jobs")
 datasets_cli = typer.Typer(help="Datasets (talks to the database directly).", no_args_is_help=True)
 cli.add_typer(datasets_cli, name="datasets")
 

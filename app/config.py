@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
 import platformdirs
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
@@ -44,12 +45,41 @@ class Settings(BaseSettings):
     max_tags: int = Field(64, ge=0)
     max_spans: int = Field(20_000, ge=1)
 
+    # Workers (``distillery worker`` / ``python -m worker``). The API reads the lease too: a worker whose
+    # heartbeat is older than three leases is reported as not alive.
+    worker_lease_seconds: float = Field(60.0, gt=0, le=86_400, description="Job lease; renewed every third of it.")
+    worker_poll_interval: float = Field(
+        5.0, gt=0, le=3600, description="Polling fallback beside LISTEN/NOTIFY (also picks up expired leases)."
+    )
+    worker_kinds: Annotated[list[str] | None, NoDecode] = Field(
+        None, description="Job kinds this worker takes (comma-separated); unset = every kind with a handler."
+    )
+    worker_plugins: str | None = Field(
+        None, description="Handler plugins: 'pkg.module,pkg.other:setup' (see worker.handlers)."
+    )
+    worker_listen: bool = Field(True, description="Wake on LISTEN/NOTIFY; false = poll only (benchmarks).")
+    worker_torchrun: str | None = Field(
+        None, description="Launcher of multi-process jobs (resources.gpus > 1), e.g. 'torchrun'; unset = the "
+        "worker's own Python with -m torch.distributed.run.",
+    )
+
     log_level: str = Field("INFO")
     log_json: bool = Field(True, description="JSON log lines (one object per line).")
+
+    @field_validator("worker_kinds", mode="before")
+    @classmethod
+    def _split_kinds(cls, value: Any) -> Any:
+        if isinstance(value, str):  # DISTILLERY_WORKER_KINDS=distill,evaluate
+            return [k.strip() for k in value.split(",") if k.strip()] or None
+        return value
 
     @property
     def pgdata_dir(self) -> Path:
         return self.data_dir / "pgdata"
+
+    def job_dir(self, job_id: object) -> Path:
+        """Where a job's artifacts live (checkpoints, final model, reports): shared by the API and workers."""
+        return self.data_dir / "jobs" / str(job_id)
 
 
 @lru_cache

@@ -14,7 +14,6 @@ imports each module (its ``@register`` decorators run) and calls ``setup()`` whe
 from __future__ import annotations
 
 import importlib
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,57 +83,43 @@ def load_plugins(spec: str | None) -> None:
 
 
 def load_dataset_records(ctx: JobContext) -> list[dict[str, Any]]:
-    """The job's dataset records (CONTRACTS "Dataset record"), from its JSONL export.
+    """The job's dataset records (CONTRACTS "Dataset record" plus metadata, ``split`` included), read
+    from the dataset's immutable snapshot in the database (``app.datasets.repository``)."""
+    from app.datasets import repository as datasets
+    from app.db import Database
+    from app.embedded import resolve_database_url
 
-    Stand-in until datasets exist: reads ``data_dir/datasets/{dataset_id}.jsonl``.
-    """
     dataset_id = ctx.dataset_id or ctx.config.get("dataset_id")
     if not dataset_id:
         raise PermanentJobError("a distill job needs a dataset_id")
-    path = ctx.settings.data_dir / "datasets" / f"{dataset_id}.jsonl"
-    if not path.is_file():
-        raise PermanentJobError(f"dataset {dataset_id} not found (no export at {path})")
-    with path.open(encoding="utf-8") as fh:
-        records = [json.loads(line) for line in fh if line.strip()]
+    try:
+        key = uuid.UUID(str(dataset_id))
+    except ValueError:
+        raise PermanentJobError(f"dataset_id {dataset_id!r} is not a uuid") from None
+    db = Database(resolve_database_url(ctx.settings.database_url, ctx.settings.pgdata_dir), ctx.settings)
+    try:
+        with db.sessionmaker() as session:
+            records = datasets.load_records(session, key)
+    finally:
+        db.dispose()
+    if records is None:
+        raise PermanentJobError(f"dataset {dataset_id} not found")
     if not records:
-        raise PermanentJobError(f"dataset {dataset_id} is empty ({path})")
+        raise PermanentJobError(f"dataset {dataset_id} is empty")
     return records
 
 
 @register("distill")
 def distill(ctx: JobContext) -> dict[str, Any]:
-    from pydantic import ValidationError
+    """Train the student on the job's dataset (in-process, or under torchrun for resources.gpus > 1)."""
+    from worker.runs import run_distill
 
-    from app.jobs.schemas import DistillConfig
+    return run_distill(ctx, load_dataset_records(ctx))
 
-    records = load_dataset_records(ctx)
-    try:
-        config = DistillConfig.model_validate({k: v for k, v in ctx.config.items() if k != "dataset_id"})
-    except ValidationError as exc:
-        raise PermanentJobError(f"invalid distill config: {exc}") from exc
-    from worker.training.recipe import run_training  # torch: imported only once the job can run
 
-    ctx.log(f"training on {len(records)} records", data={"attempt": ctx.attempt})
-    result = run_training(config, records, ctx.out_dir, progress=ctx.report_progress,
-                          should_stop=ctx.should_stop, job_id=str(ctx.job_id))
+@register("evaluate")
+def evaluate(ctx: JobContext) -> dict[str, Any]:
+    """Score a model on a split of the job's dataset; writes out_dir/eval_report.json."""
+    from worker.runs import run_evaluate
 
-    def rel(path: Path | None) -> str | None:
-        return str(path) if path is not None else None
-
-    return {
-        "status": result.status,
-        "steps": result.steps,
-        "total_steps": result.total_steps,
-        "resumed_from_step": result.resumed_from_step,
-        "final_metrics": result.final_metrics,
-        "skipped": result.skipped,
-        "eval_report": result.eval_report,
-        "paths": {
-            "out_dir": rel(result.out_dir),
-            "final_model": rel(result.final_dir),
-            "checkpoint": rel(result.checkpoint_dir),
-            "metrics": rel(result.metrics_path),
-            "eval_report": rel(result.eval_report_path),
-            "plot": rel(result.plot_path),
-        },
-    }
+    return run_evaluate(ctx, load_dataset_records(ctx))

@@ -14,9 +14,11 @@ lease. The job is then settled:
   (at once for ``PermanentJobError``);
 - lease lost meanwhile → nothing is written: the job is another worker's now.
 
-Options not in ``Settings`` come from the environment: ``DISTILLERY_WORKER_LEASE_SECONDS``
-(60), ``DISTILLERY_WORKER_POLL_INTERVAL`` (5), ``DISTILLERY_WORKER_KINDS`` (comma-separated;
-default every kind with a handler) and ``DISTILLERY_WORKER_PLUGINS`` (see ``worker.handlers``).
+Options come from ``Settings`` (so from ``DISTILLERY_*`` variables): ``worker_lease_seconds``
+(``DISTILLERY_WORKER_LEASE_SECONDS``, 60), ``worker_poll_interval`` (``…_POLL_INTERVAL``, 5),
+``worker_kinds`` (``…_KINDS``, comma-separated; default every kind with a handler),
+``worker_plugins`` (``…_PLUGINS``, see ``worker.handlers``) and ``worker_listen`` (``…_LISTEN``;
+false = poll only). Arguments of ``run_worker`` override them.
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ class Worker:
     ) -> None:
         self.database_url = database_url
         self.settings = settings
+        # Handlers get the database this worker actually uses (also when it was resolved, e.g. embedded).
+        self.job_settings = settings.model_copy(update={"database_url": database_url})
         self.id = worker_id
         self.kinds = kinds
         self.poll_interval = poll_interval
@@ -149,7 +153,8 @@ class Worker:
 
     def run(self, once: bool) -> int:
         listener = Listener(self.database_url)
-        listener.open()  # before the first claim, so no NOTIFY in between is missed
+        if self.settings.worker_listen:
+            listener.open()  # before the first claim, so no NOTIFY in between is missed
         try:
             with self.engine.begin() as conn:
                 queue.prune_workers(conn, max(3600.0, 10 * self.lease_seconds))
@@ -174,7 +179,10 @@ class Worker:
                     continue  # more may be waiting: claim again before sleeping
                 if once:
                     break
-                listener.wait(self.poll_interval, self.stop)
+                if self.settings.worker_listen:
+                    listener.wait(self.poll_interval, self.stop)
+                else:
+                    self.stop.wait(self.poll_interval)
         finally:
             listener.close()
             try:
@@ -192,12 +200,12 @@ class Worker:
         job_id: uuid.UUID = job.id
         extra = {"job_id": str(job_id), "kind": job.kind, "attempt": job.attempts, "worker": self.id}
         log.info("job started", extra=extra)
-        out_dir = self.settings.data_dir / "jobs" / str(job_id)
+        out_dir = self.settings.job_dir(job_id)
         out_dir.mkdir(parents=True, exist_ok=True)
         hb = Heartbeat(self.engine, job_id, self.id, self.lease_seconds)
         ctx = JobContext(
             job_id=job_id, kind=job.kind, config=dict(job.config or {}), attempt=job.attempts,
-            max_attempts=job.max_attempts, dataset_id=job.dataset_id, out_dir=out_dir, settings=self.settings,
+            max_attempts=job.max_attempts, dataset_id=job.dataset_id, out_dir=out_dir, settings=self.job_settings,
             _report_progress=partial(self._report_progress, hb),
             _log=partial(self._log, job_id),
             _should_stop=lambda: self.stop.is_set() or hb.should_abort(),
@@ -272,11 +280,6 @@ class Worker:
             log.warning("could not store a job log line", extra={"job_id": str(job_id)})
 
 
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
-
-
 def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
     """SIGTERM/SIGINT ask for a graceful stop; a second signal gets the default (immediate) action."""
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -310,12 +313,12 @@ def run_worker(
 ) -> int:
     """Run a worker until stopped (SIGTERM/SIGINT in the main thread, or ``stop_event``); the exit code.
 
-    ``once``: process at most one job (none queued → return at once). ``poll_interval`` and
-    ``lease_seconds`` default to the environment (see the module docstring), else 5 s and 60 s.
+    ``once``: process at most one job (none queued → return at once). ``kinds``, ``poll_interval``
+    and ``lease_seconds`` default to the settings (see the module docstring).
     """
-    load_plugins(os.environ.get("DISTILLERY_WORKER_PLUGINS"))
-    if kinds is None and os.environ.get("DISTILLERY_WORKER_KINDS"):
-        kinds = [k.strip() for k in os.environ["DISTILLERY_WORKER_KINDS"].split(",") if k.strip()]
+    load_plugins(settings.worker_plugins)
+    if kinds is None:
+        kinds = settings.worker_kinds
     kinds = sorted(HANDLERS) if kinds is None else list(kinds)
     unknown = sorted(set(kinds) - set(HANDLERS))
     if unknown or not kinds:
@@ -326,8 +329,8 @@ def run_worker(
     restore = _install_signal_handlers(stop) if in_main else None
     worker = Worker(
         database_url, settings, worker_id=worker_id or new_worker_id(), kinds=kinds,
-        poll_interval=poll_interval or _env_float("DISTILLERY_WORKER_POLL_INTERVAL", 5.0),
-        lease_seconds=lease_seconds or _env_float("DISTILLERY_WORKER_LEASE_SECONDS", 60.0),
+        poll_interval=poll_interval or settings.worker_poll_interval,
+        lease_seconds=lease_seconds or settings.worker_lease_seconds,
         stop=stop,
     )
     try:

@@ -67,7 +67,7 @@ def engine(database) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
     for kind in TEST_KINDS:
         HANDLERS.pop(kind, None)
     with database.engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_events, workers CASCADE"))
+        conn.execute(text("TRUNCATE jobs, job_events, workers, datasets CASCADE"))
 
 
 def _enqueue(engine: Engine, kind: str, config: dict[str, Any] | None = None, **kw: Any) -> uuid.UUID:
@@ -250,12 +250,29 @@ def _record(i: int, split: str) -> dict[str, Any]:
     }
 
 
-def test_distill_job_trains_from_its_dataset_export(engine: Engine, database_url: str, settings,  # type: ignore[no-untyped-def]
-                                                    tiny_model_dir: Path) -> None:
+def _insert_dataset(engine: Engine, records: list[dict[str, Any]]) -> uuid.UUID:
+    """A dataset snapshot holding ``records`` (rows as POST /v1/datasets would write them)."""
     dataset_id = uuid.uuid4()
-    export = settings.data_dir / "datasets" / f"{dataset_id}.jsonl"
-    export.parent.mkdir(parents=True, exist_ok=True)
-    export.write_text("".join(json.dumps(_record(i, "eval" if i == 4 else "train")) + "\n" for i in range(5)))
+    n_eval = sum(r["split"] == "eval" for r in records)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO datasets (id, name, filter, statuses, eval_fraction, seed, dedupe, n_items, n_train,"
+            " n_eval, content_sha256, stats)"
+            " VALUES (:id, 'loop', '{}', '{approved}', 0.2, 0, false, :n, :n - :e, :e, '', '{}')"),
+            {"id": dataset_id, "n": len(records), "e": n_eval})
+        for position, r in enumerate(records):
+            conn.execute(text(
+                "INSERT INTO dataset_items (dataset_id, position, trajectory_id, span_revision, split, content_sha256,"
+                " complexity_score, complexity, messages, spans, tools, source, outcome) VALUES (:d, :p, :t, 1, :split,"
+                " '', :c, :c, CAST(:m AS jsonb), CAST(:s AS jsonb), NULL, 'test', 'unknown')"),
+                {"d": dataset_id, "p": position, "t": uuid.uuid4(), "split": r["split"], "c": r["complexity"],
+                 "m": json.dumps(r["messages"]), "s": json.dumps(r["spans"])})
+    return dataset_id
+
+
+def test_distill_job_trains_from_its_dataset(engine: Engine, database_url: str, settings,  # type: ignore[no-untyped-def]
+                                             tiny_model_dir: Path) -> None:
+    dataset_id = _insert_dataset(engine, [_record(i, "eval" if i == 4 else "train") for i in range(5)])
     config = {
         "student_model": str(tiny_model_dir), "resources": {"device": "cpu"},
         "training": {"max_steps": 2, "micro_batch_size": 2, "max_seq_len": 64, "checkpoint_every": 0},

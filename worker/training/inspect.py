@@ -46,8 +46,11 @@ def _from_database(trajectory_id: str, database_url: str) -> tuple[list[dict[str
         db.dispose()
 
 
+Loaded = tuple[list[dict[str, Any]], list[dict[str, Any]], Any]  # messages, spans, tools
+
+
 def load_for_masks(*, trajectory_id: str | None = None, file: Path | None = None,
-                   database_url: Callable[[], str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+                   database_url: Callable[[], str] | None = None) -> Loaded:
     if file is not None:
         return _from_file(file)
     assert trajectory_id is not None and database_url is not None

@@ -1,0 +1,218 @@
+"""``distillery jobs …``: submit, list, show, follow, cancel and retry jobs, list workers, fetch artifacts.
+
+These commands talk HTTP to a running API through ``app.client.DistilleryClient``: ``--api`` (default
+``$DISTILLERY_API_URL`` or http://127.0.0.1:8000) and ``--key`` (``$DISTILLERY_API_KEY``). Errors print the
+problem's code, detail and field errors on stderr and exit 1. ``follow`` draws a live progress bar from
+the job's Server-Sent Events and exits 0 when the job succeeded, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from app.client import DistilleryClient, DistilleryError
+
+jobs_cli = typer.Typer(help="Distillation jobs, through the HTTP API (--api, --key).", no_args_is_help=True)
+
+Api = Annotated[str | None, typer.Option("--api", envvar="DISTILLERY_API_URL",
+                                         help="API base URL (default http://127.0.0.1:8000).")]
+Key = Annotated[str | None, typer.Option("--key", envvar="DISTILLERY_API_KEY", help="API key (scope operate).")]
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+@contextmanager
+def _client(api: str | None, key: str | None) -> Iterator[DistilleryClient]:
+    client = DistilleryClient(api, key)
+    try:
+        yield client
+    except DistilleryError as exc:
+        typer.echo(f"error: {exc.status} {exc.code}: {exc.detail}", err=True)
+        for e in exc.errors:
+            typer.echo(f"  {e.get('field')}: {e.get('message')} ({e.get('code')})", err=True)
+        raise typer.Exit(1) from None
+    except (httpx.TransportError, OSError) as exc:  # connection refused, DNS, timeouts
+        typer.echo(f"error: cannot reach {client.base_url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+
+
+@jobs_cli.command("submit")
+def submit(
+    file: Annotated[str, typer.Argument(help="A JSON job spec, or - for stdin.")],
+    follow_: Annotated[bool, typer.Option("--follow", help="Then follow it like 'jobs follow'.")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="Replays return the same job.")] = None,
+    api: Api = None, key: Key = None,
+) -> None:
+    """Submit a job: {kind, dataset_id, student_model, teacher_model, loss, curriculum, training, resources, …}."""
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+        spec = json.loads(text)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: cannot read a JSON job spec from {file}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    with _client(api, key) as client:
+        job = client.submit_job(spec, idempotency_key=idempotency_key)
+        _echo_json(job)
+        if follow_:
+            raise typer.Exit(_follow(client, job["id"]))
+
+
+@jobs_cli.command("list")
+def list_(
+    status: Annotated[str | None, typer.Option(help="queued, running, succeeded, failed, cancelled.")] = None,
+    kind: Annotated[str | None, typer.Option(help="distill or evaluate.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="A dataset id.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    api: Api = None, key: Key = None,
+) -> None:
+    """Jobs, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with _client(api, key) as client:
+        jobs = list(client.list_jobs(status=status, kind=kind, dataset_id=dataset, limit=limit))
+    if as_json:
+        for job in jobs:
+            typer.echo(json.dumps(job, default=str))
+        return
+    table = Table("id", "kind", "status", "progress", "attempts", "created", box=None)
+    for job in jobs:
+        p = job.get("progress") or {}
+        progress = f"{p.get('step')}/{p.get('total')}" if p.get("step") is not None else ""
+        table.add_row(job["id"], job["kind"], job["status"], progress, f"{job['attempts']}/{job['max_attempts']}",
+                      job["created_at"][:19])
+    Console().print(table)
+
+
+@jobs_cli.command("show")
+def show(job_id: str, api: Api = None, key: Key = None) -> None:
+    """A job as JSON (status, attempts, progress, lease, error, result)."""
+    with _client(api, key) as client:
+        _echo_json(client.get_job(job_id))
+
+
+@jobs_cli.command("cancel")
+def cancel(job_id: str, api: Api = None, key: Key = None) -> None:
+    """Cancel: a queued job at once; a running one checkpoints and stops within seconds."""
+    with _client(api, key) as client:
+        job = client.cancel_job(job_id)
+    typer.echo(f"{job['id']} {job['status']}{' (cancel requested)' if job['status'] == 'running' else ''}")
+
+
+@jobs_cli.command("retry")
+def retry(job_id: str, api: Api = None, key: Key = None) -> None:
+    """Queue a failed or cancelled job again (attempts reset; it resumes from its newest checkpoint)."""
+    with _client(api, key) as client:
+        job = client.retry_job(job_id)
+    typer.echo(f"{job['id']} {job['status']}")
+
+
+@jobs_cli.command("artifacts")
+def artifacts(
+    job_id: str,
+    prefix: Annotated[str | None, typer.Option(help="Only files under this folder, e.g. final.")] = None,
+    download: Annotated[Path | None, typer.Option(help="Download them into this folder.")] = None,
+    api: Api = None, key: Key = None,
+) -> None:
+    """List a job's artifacts, or download them (--download DIR)."""
+    with _client(api, key) as client:
+        if download is not None:
+            for path in client.download_artifacts(job_id, download, prefix=prefix):
+                typer.echo(str(path))
+            return
+        for item in client.list_artifacts(job_id, prefix=prefix):
+            typer.echo(f"{item['kind']:10} {item['size']:>12,}  {item['path']}")
+
+
+@jobs_cli.command("lineage")
+def lineage(job_id: str, api: Api = None, key: Key = None) -> None:
+    """Where the job's model came from: dataset, pinned items, hashes, artifacts."""
+    with _client(api, key) as client:
+        _echo_json(client.lineage(job_id))
+
+
+@jobs_cli.command("workers")
+def workers(api: Api = None, key: Key = None) -> None:
+    """Registered workers: host, devices, kinds, current job, last heartbeat, alive."""
+    with _client(api, key) as client:
+        for w in client.workers():
+            devices = ", ".join(d.get("name", "?") for d in w["devices"]) or "cpu"
+            typer.echo(f"{'alive' if w['alive'] else 'silent':6} {w['id']}  [{devices}]  kinds={','.join(w['kinds'])}"
+                       f"  job={w['current_job_id'] or '-'}  heartbeat={w['last_heartbeat_at'][:19]}")
+
+
+@jobs_cli.command("follow")
+def follow(job_id: str, api: Api = None, key: Key = None) -> None:
+    """Live progress (step/total, loss, tokens/s, ETA) until the job ends; exit 0 if it succeeded, else 1."""
+    with _client(api, key) as client:
+        raise typer.Exit(_follow(client, job_id))
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, int | float) else "-"
+
+
+def _follow(client: DistilleryClient, job_id: str) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    job = client.get_job(job_id)
+    total = (job.get("progress") or {}).get("total")
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(),
+               TextColumn("{task.completed:.0f}/{task.fields[of]}"), TextColumn("loss {task.fields[loss]}"),
+               TextColumn("{task.fields[tps]} tok/s"), TextColumn("ETA {task.fields[eta]}"), TimeElapsedColumn()]
+    status = job["status"]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(status, total=total, of=total or "?", loss="-", tps="-", eta="-")
+        handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+
+        def on_progress(data: dict[str, Any]) -> None:
+            row = data.get("data") or {}
+            of = row.get("total", row.get("total_steps"))
+            progress.update(task, completed=row.get("step", 0), total=of, of=of or "?",
+                            loss=_fmt(row.get("loss"), ".4f"), tps=_fmt(row.get("tokens_per_s"), ",.0f"),
+                            eta=_fmt_eta(row.get("eta_s")))
+
+        def on_state(data: dict[str, Any]) -> None:
+            new = (data.get("data") or {}).get("status")
+            if new:
+                progress.update(task, description=new)
+            progress.console.print(f"[dim]{data.get('ts', '')[:19]}[/dim] {data.get('message')}")
+
+        def on_log(data: dict[str, Any]) -> None:
+            progress.console.print(f"[dim]{data.get('ts', '')[:19]} {data.get('level')}[/dim] {data.get('message')}")
+
+        handlers.update(progress=on_progress, state=on_state, log=on_log)
+        for event in client.stream_events(job_id):
+            if event.event == "end":
+                status = str(event.data.get("status"))
+                break
+            handler = handlers.get(event.event)
+            if handler is not None:
+                handler(event.data)
+    final = client.get_job(job_id)
+    if final["status"] == "failed" and final.get("error"):
+        console.print(f"[red]failed:[/red] {final['error'].strip().splitlines()[-1]}")
+    typer.echo(f"{job_id} {status}")
+    return 0 if status == "succeeded" else 1
+
+
+def _fmt_eta(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

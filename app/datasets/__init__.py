@@ -1,0 +1,1 @@
+"""Datasets: immutable snapshots of curated trajectories, their split, statistics and export."""

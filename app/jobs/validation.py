@@ -1,0 +1,236 @@
+"""Submit-time checks of ``POST /v1/jobs``: a job that would fail on its config fails before it is queued.
+
+The body is ``{kind, dataset_id, priority, max_attempts}`` plus the kind's config at the top level
+(``student_model``, ``teacher_model``, ``loss``, ``curriculum``, ``training``, ``resources`` for
+``distill``; the ``EvaluateConfig`` fields for ``evaluate``), or that config under ``config``. In order:
+
+1. shape: unknown keys and out-of-range values → 422 ``validation_error`` with each field's path;
+2. model references: a hub id (``org/name``) is kept as given; anything else is a folder under
+   ``settings.models_root`` (``DISTILLERY_MODELS_ROOT``), resolved with symlinks followed and required
+   to stay inside it → 422 ``model_path_not_allowed`` (``..``, absolute paths elsewhere, symlinks out),
+   ``model_not_found`` or ``invalid_model_reference``. Stored configs hold the resolved absolute path,
+   which workers load without remote code;
+3. tokenizers: when a teacher's KL is needed and both models are local, their ``tokenizer.json`` files
+   are compared (torch-free) → 422 ``tokenizer_mismatch`` listing the ``differences``;
+4. dataset: it must exist (``dataset_not_found``) and the split the job reads must have items
+   (``empty_train_split`` for distill; ``empty_eval_split`` … for evaluate).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.errors import ValidationFailed, _field_path
+from app.jobs import repository as repo
+from app.jobs.schemas import DistillConfig, EvaluateConfig
+
+CONFIGS: dict[str, type[DistillConfig] | type[EvaluateConfig]] = {"distill": DistillConfig, "evaluate": EvaluateConfig}
+# Hugging Face repo ids: one "/", names of letters, digits, "-", "_", "." (never "..", never leading ".").
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+class JobEnvelope(BaseModel):
+    """The queue fields of a submission (the rest is the kind's config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["distill", "evaluate"] = Field(description="What the worker does.")
+    dataset_id: uuid.UUID = Field(description="The dataset snapshot the job reads.")
+    priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first; ties run oldest first.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Runs before the job is failed (a dead worker counts).")
+
+
+ENVELOPE_KEYS = frozenset(JobEnvelope.model_fields)
+
+
+class DistillJobCreate(DistillConfig):
+    """A distill job as submitted (documentation shape: the envelope beside the config fields)."""
+
+    kind: Literal["distill"]
+    dataset_id: uuid.UUID
+    priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first; ties run oldest first.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Runs before the job is failed.")
+
+
+class EvaluateJobCreate(EvaluateConfig):
+    """An evaluate job as submitted (documentation shape)."""
+
+    kind: Literal["evaluate"]
+    dataset_id: uuid.UUID
+    priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first; ties run oldest first.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Runs before the job is failed.")
+
+
+def openapi_components() -> dict[str, Any]:
+    """OpenAPI schemas of the submission body: ``JobCreate`` (one of the two kinds, by ``kind``)."""
+    from pydantic import TypeAdapter
+
+    union = TypeAdapter(Annotated[DistillJobCreate | EvaluateJobCreate, Field(discriminator="kind")])
+    schema = union.json_schema(ref_template="#/components/schemas/{model}")
+    components: dict[str, Any] = schema.pop("$defs", {})
+    components["JobCreate"] = schema
+    return components
+
+
+@dataclass(frozen=True)
+class ValidatedJob:
+    kind: str
+    dataset_id: uuid.UUID
+    priority: int
+    max_attempts: int
+    config: dict[str, Any]  # the kind's config, defaults filled in, model paths resolved
+
+
+def _errors(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
+    out = []
+    for e in exc.errors():
+        path = _field_path(tuple(e.get("loc", ())))
+        field = f"{prefix}.{path}" if prefix and path != "body" else (prefix or path)
+        message = e.get("msg", "")
+        out.append({"field": field, "code": e.get("type", "invalid"), "message": message})
+    return out
+
+
+def parse(body: Any) -> tuple[JobEnvelope, DistillConfig | EvaluateConfig, str]:
+    """Split and validate a submission; returns (envelope, config, the field prefix of the config)."""
+    if not isinstance(body, dict):
+        raise ValidationFailed("The body must be a JSON object.",
+                               errors=[{"field": "body", "code": "type_error", "message": "expected an object"}])
+    envelope_part = {k: v for k, v in body.items() if k in ENVELOPE_KEYS}
+    config_part: Any = {k: v for k, v in body.items() if k not in ENVELOPE_KEYS}
+    prefix = ""
+    if "config" in config_part:
+        if len(config_part) > 1:
+            others = sorted(k for k in config_part if k != "config")
+            raise ValidationFailed(
+                "Give the job's config at the top level or under 'config', not both.",
+                errors=[{"field": k, "code": "extra_forbidden", "message": "config is given under 'config'"}
+                        for k in others])
+        config_part, prefix = config_part["config"], "config"
+        if not isinstance(config_part, dict):
+            raise ValidationFailed("'config' must be an object.",
+                                   errors=[{"field": "config", "code": "type_error", "message": "expected an object"}])
+    errors: list[dict[str, Any]] = []
+    envelope = config = None
+    try:
+        envelope = JobEnvelope.model_validate(envelope_part)
+    except ValidationError as exc:
+        errors += _errors(exc)
+    kind = body.get("kind")
+    if isinstance(kind, str) and kind in CONFIGS:
+        try:
+            config = CONFIGS[kind].model_validate(config_part)
+        except ValidationError as exc:
+            errors += _errors(exc, prefix)
+    if errors or envelope is None or config is None:
+        raise ValidationFailed("The job is not valid.", errors=errors)
+    return envelope, config, prefix
+
+
+def _not_allowed(field: str, ref: str, why: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"{field}: {why}. Local models must be folders inside DISTILLERY_MODELS_ROOT; hub models are 'org/name'.",
+        code="model_path_not_allowed",
+        errors=[{"field": field, "code": "model_path_not_allowed", "message": why}],
+        model=ref,
+    )
+
+
+def resolve_model(ref: str, root: Path | None, field: str) -> str:
+    """A hub id unchanged, or the resolved absolute path of a model folder inside ``root``."""
+    parts = ref.replace("\\", "/").split("/")
+    path_like = ref.startswith(("/", "~", ".")) or "\\" in ref or ".." in parts or "." in parts
+    is_hub_id = not path_like and HUB_ID.match(ref) is not None and ".." not in ref
+    if is_hub_id and (root is None or not (root / ref).is_dir()):  # a folder of that name under the root wins
+        return ref  # loaded without remote code, offline when HF_HUB_OFFLINE is set
+    if ref.startswith("~"):
+        raise _not_allowed(field, ref, "'~' is not expanded")
+    if "\x00" in ref:
+        raise _not_allowed(field, ref, "the path holds a NUL byte")
+    if root is None:
+        if path_like:
+            raise _not_allowed(field, ref, "local model paths are disabled (no models root is configured)")
+        raise ValidationFailed(
+            f"{field}: {ref!r} is not a hub id ('org/name').", code="invalid_model_reference",
+            errors=[{"field": field, "code": "invalid_model_reference", "message": "expected 'org/name'"}])
+    base = root.resolve()
+    candidate = Path(ref) if Path(ref).is_absolute() else base / ref
+    resolved = candidate.resolve()  # follows symlinks: a link pointing out of the root is caught below
+    if not resolved.is_relative_to(base):
+        raise _not_allowed(field, ref, "the path leads outside the models root")
+    if not resolved.is_dir():
+        if not path_like and "/" not in ref:
+            raise ValidationFailed(
+                f"{field}: {ref!r} is neither a hub id ('org/name') nor a model folder under the models root.",
+                code="invalid_model_reference",
+                errors=[{"field": field, "code": "invalid_model_reference", "message": "unknown model"}])
+        raise ValidationFailed(f"{field}: no model folder at {ref!r} under the models root.", code="model_not_found",
+                               errors=[{"field": field, "code": "model_not_found", "message": "no such folder"}])
+    return str(resolved)
+
+
+def check_tokenizers(student: str, teacher: str, prefix: str) -> None:
+    """Refuse KL between local models whose vocabularies differ (worker.training.teacher, torch-free)."""
+    from worker.training.teacher import compare_tokenizers
+
+    if not (Path(student).is_absolute() and Path(teacher).is_absolute()):
+        return  # a hub model: checked by the worker, before any weights are loaded
+    try:
+        differences = compare_tokenizers(student, teacher)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no readable tokenizer.json (a slow tokenizer): the worker checks with the loaded tokenizers
+    if differences:
+        field = f"{prefix}.teacher_model" if prefix else "teacher_model"
+        raise ValidationFailed(
+            "The teacher's tokenizer differs from the student's; KL distillation needs a shared vocabulary "
+            "(train without a teacher signal, or pick a teacher of the same family).",
+            code="tokenizer_mismatch",
+            errors=[{"field": field, "code": "tokenizer_mismatch", "message": d} for d in differences],
+            differences=differences,
+        )
+
+
+def check_dataset(session: Session, dataset_id: uuid.UUID, kind: str, config: DistillConfig | EvaluateConfig) -> None:
+    counts = repo.dataset_split_counts(session, dataset_id)
+    if counts is None:
+        raise ValidationFailed(f"Dataset {dataset_id} does not exist.", code="dataset_not_found",
+                               errors=[{"field": "dataset_id", "code": "dataset_not_found", "message": "not found"}])
+    split = config.split if isinstance(config, EvaluateConfig) else "train"
+    n = counts["train"] + counts["eval"] if split == "all" else counts[split]
+    if n == 0:
+        code = "empty_dataset" if split == "all" else f"empty_{split}_split"
+        what = "has no items" if split == "all" else f"has no {split} items"
+        raise ValidationFailed(f"Dataset {dataset_id} {what}; the {kind} job would have nothing to read.",
+                               code=code, errors=[{"field": "dataset_id", "code": code, "message": what}],
+                               counts=counts)
+
+
+def validate_submission(session: Session, body: Any, settings: Settings) -> ValidatedJob:
+    """Every submit-time check, cheapest first; raises ``ValidationFailed`` (422) with a stable code."""
+    envelope, config, prefix = parse(body)
+
+    def field(name: str) -> str:
+        return f"{prefix}.{name}" if prefix else name
+
+    root = settings.models_root
+    student = resolve_model(config.student_model, root, field("student_model"))
+    teacher = None
+    if config.teacher_model is not None:
+        teacher = resolve_model(config.teacher_model, root, field("teacher_model"))
+    # KL to the teacher: distill with the online signal; evaluate whenever a teacher is named.
+    needs_kl = isinstance(config, EvaluateConfig) or config.loss.teacher_signal == "online"
+    if teacher is not None and needs_kl:
+        check_tokenizers(student, teacher, prefix)
+    check_dataset(session, envelope.dataset_id, envelope.kind, config)
+    stored = config.model_dump(mode="json")
+    stored["student_model"], stored["teacher_model"] = student, teacher
+    return ValidatedJob(kind=envelope.kind, dataset_id=envelope.dataset_id, priority=envelope.priority,
+                        max_attempts=envelope.max_attempts, config=stored)
