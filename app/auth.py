@@ -13,15 +13,16 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db import SessionDep
+from app.db import open_session
 from app.errors import Forbidden, Unauthorized
 from app.models import ApiKey
 
@@ -94,35 +95,40 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def authenticate(request: Request, session: Session) -> Principal:
-    """Resolve the request's key to a principal, or raise 401."""
+async def authenticate(request: Request) -> Principal:
+    """Resolve the request's key to a principal, or raise 401. The bootstrap key and recently
+    verified keys are answered without leaving the event loop; others are looked up in a thread."""
     token = _bearer(request)
     state = request.app.state
     admin_key = state.settings.admin_key
     if admin_key is not None and hmac.compare_digest(token.encode(), admin_key.get_secret_value().encode()):
         return Principal("bootstrap-admin", "bootstrap admin", frozenset(SCOPES))
     digest = hash_key(token)
-    cache: KeyCache = state.key_cache
-    principal = cache.get(digest)
+    principal = state.key_cache.get(digest)
     if principal is not None:
         return principal
+    return await run_in_threadpool(_lookup, request.app, token, digest)
+
+
+def _lookup(app: Any, token: str, digest: str) -> Principal:
     prefix = parse_prefix(token)
     row = None
     if prefix is not None:
-        row = session.execute(select(ApiKey).where(ApiKey.prefix == prefix)).scalar_one_or_none()
+        with open_session(app) as session:
+            row = session.execute(select(ApiKey).where(ApiKey.prefix == prefix)).scalar_one_or_none()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
         raise Unauthorized("The API key is not valid or was revoked.", code="invalid_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
     principal = Principal(str(row.id), row.name, frozenset(row.scopes))
-    cache.put(digest, principal, state.settings.auth_cache_seconds)
+    app.state.key_cache.put(digest, principal, app.state.settings.auth_cache_seconds)
     return principal
 
 
-def require(scope: str) -> Callable[..., Principal]:
+def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     """Dependency factory: the request's principal, which must hold ``scope`` (or ``admin``)."""
 
-    def dependency(request: Request, session: SessionDep) -> Principal:
-        principal = authenticate(request, session)
+    async def dependency(request: Request) -> Principal:
+        principal = await authenticate(request)
         if not principal.has(scope):
             raise Forbidden(f"This API key lacks the '{scope}' scope.", code="missing_scope", required_scope=scope)
         request.state.key_id = principal.key_id
@@ -132,9 +138,9 @@ def require(scope: str) -> Callable[..., Principal]:
     return dependency
 
 
-def require_any(*scopes: str) -> Callable[..., Principal]:
-    def dependency(request: Request, session: SessionDep) -> Principal:
-        principal = authenticate(request, session)
+def require_any(*scopes: str) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(request: Request) -> Principal:
+        principal = await authenticate(request)
         if not any(principal.has(s) for s in scopes):
             raise Forbidden(f"This API key needs one of the scopes: {', '.join(scopes)}.",
                             code="missing_scope", required_scope=list(scopes))

@@ -8,7 +8,8 @@ commits when the route returns and rolls back on any error, *before* the respons
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
@@ -68,12 +69,22 @@ def session_scope(db: Database) -> Iterator[Session]:
         session.close()
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    factory = getattr(request.app.state, "session_factory", None)
+def _sessions(app: Any) -> Iterator[Session]:
+    factory = getattr(app.state, "session_factory", None)
     if factory is not None:  # tests bind sessions to an outer transaction
-        yield from factory()
-        return
-    yield from session_scope(request.app.state.db)
+        return factory()  # type: ignore[no-any-return]
+    return session_scope(app.state.db)
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    yield from _sessions(request.app)
+
+
+@contextmanager
+def open_session(app: Any) -> Iterator[Session]:
+    """A unit of work outside the dependency system (commit on success, rollback on error): hot
+    routes open it inside their one worker-thread hop instead of paying one per dependency."""
+    yield from _sessions(app)
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

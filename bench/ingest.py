@@ -182,9 +182,9 @@ def main() -> None:
     ap.add_argument("--batched", type=int, default=10000, help="Trajectories posted in batches.")
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--clients", type=int, default=8, help="Concurrent clients for single posts.")
-    ap.add_argument("--batch-clients", type=int, default=2, help="Concurrent clients for batches.")
+    ap.add_argument("--batch-clients", type=int, default=4, help="Concurrent clients for batches.")
     ap.add_argument("--size", type=int, default=10_000, help="Approximate bytes per trajectory.")
-    ap.add_argument("--api-workers", type=int, default=1, help="API processes when the API is started here.")
+    ap.add_argument("--api-workers", type=int, default=2, help="API processes when the API is started here.")
     args = ap.parse_args()
 
     import orjson

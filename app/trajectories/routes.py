@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import Admin, Ingest, Principal, Reader
 from app.datasets import service as datasets
-from app.db import SessionDep
+from app.db import SessionDep, open_session
 from app.errors import AppError, Conflict, ValidationFailed
 from app.observability import TRAJECTORIES_INGESTED
 from app.trajectories import repository as repo
@@ -64,8 +64,13 @@ def _idempotent(session: Session, principal: Principal, key: str | None, endpoin
     return scoped, record.response
 
 
-def _create_one(session: Session, item: Any, request: Request, principal: Principal, key: str | None
-                ) -> tuple[int, dict[str, Any]]:
+def _create_one(item: Any, request: Request, principal: Principal, key: str | None) -> tuple[int, dict[str, Any]]:
+    with open_session(request.app) as session:  # committed before the answer leaves
+        return _create_one_in(session, item, request, principal, key)
+
+
+def _create_one_in(session: Session, item: Any, request: Request, principal: Principal, key: str | None
+                   ) -> tuple[int, dict[str, Any]]:
     scoped, replay = _idempotent(session, principal, key, "create", item)
     if replay is not None:
         return 200, {**replay, "created": False}
@@ -89,18 +94,24 @@ def _create_one(session: Session, item: Any, request: Request, principal: Princi
                409: {"description": "Same external_id or Idempotency-Key with different content."},
                413: {"description": "Body over the byte limit."}, 422: {"description": "Invalid."}},
 )
-async def create_trajectory(request: Request, response: Response, session: SessionDep, principal: Ingest,
+async def create_trajectory(request: Request, response: Response, principal: Ingest,
                             idempotency_key: IdempotencyKey = None) -> Any:
     """Ingest one trajectory: normalized, segmented and committed before the answer."""
     item = _loads(await request.body())
-    status, body = await run_in_threadpool(_create_one, session, item, request, principal, idempotency_key)
+    status, body = await run_in_threadpool(_create_one, item, request, principal, idempotency_key)
     response.status_code = status
     response.headers["Location"] = f"/v1/trajectories/{body['id']}"
     return body
 
 
-def _create_batch(session: Session, payload: Any, request: Request, principal: Principal, key: str | None
+def _create_batch(payload: Any, request: Request, principal: Principal, key: str | None
                   ) -> tuple[int, dict[str, Any]]:
+    with open_session(request.app) as session:  # committed before the answer leaves
+        return _create_batch_in(session, payload, request, principal, key)
+
+
+def _create_batch_in(session: Session, payload: Any, request: Request, principal: Principal, key: str | None
+                     ) -> tuple[int, dict[str, Any]]:
     settings = request.app.state.settings
     if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
         raise ValidationFailed("The body must be {\"items\": [...]}.",
@@ -141,11 +152,11 @@ def _create_batch(session: Session, payload: Any, request: Request, principal: P
         "properties": {"items": {"type": "array", "maxItems": 1000,
                                  "items": {"$ref": "#/components/schemas/TrajectoryCreate"}}}}),
 )
-async def create_trajectories_batch(request: Request, response: Response, session: SessionDep,
-                                    principal: Ingest, idempotency_key: IdempotencyKey = None) -> Any:
+async def create_trajectories_batch(request: Request, response: Response, principal: Ingest,
+                                    idempotency_key: IdempotencyKey = None) -> Any:
     """Ingest up to 1000 trajectories; one result per item (partial success; nothing dropped)."""
     payload = _loads(await request.body())
-    status, body = await run_in_threadpool(_create_batch, session, payload, request, principal, idempotency_key)
+    status, body = await run_in_threadpool(_create_batch, payload, request, principal, idempotency_key)
     response.status_code = status
     return body
 
