@@ -154,7 +154,9 @@ class Outcome:
 
 
 def _receipt(row: Any, created: bool, n_spans: int) -> TrajectoryReceipt:
-    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
+    def get(key: str) -> Any:
+        return row[key] if isinstance(row, dict) else getattr(row, key)
+
     return TrajectoryReceipt(
         id=get("id"), source=get("source"), external_id=get("external_id"), created=created,
         span_revision=get("span_revision"), n_messages=get("n_messages"),
