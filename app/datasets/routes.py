@@ -3,10 +3,8 @@ operate), export them as streamed JSON lines (curate or operate), delete one (ad
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Generator, Iterator
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -27,7 +25,7 @@ from app.datasets.schemas import (
     Split,
 )
 from app.db import SessionDep, session_scope
-from app.errors import ValidationFailed
+from app.pagination import decode_cursor, encode_cursor, invalid_cursor
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -37,22 +35,10 @@ DatasetReader = Annotated[Principal, Depends(require_any("curate", "operate"))]
 NDJSON = "application/x-ndjson"
 
 
-def _invalid_cursor() -> ValidationFailed:
-    return ValidationFailed("The cursor is not valid.", code="invalid_cursor",
-                            errors=[{"field": "cursor", "code": "invalid", "message": "not a cursor"}])
 
 
-def _encode_cursor(created_at: datetime, id_: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{id_}".encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ts, id_ = raw.split("|")
-        return datetime.fromisoformat(ts), uuid.UUID(id_)
-    except (ValueError, UnicodeDecodeError):
-        raise _invalid_cursor() from None
 
 
 @router.post("", status_code=201, response_model=DatasetRead,
@@ -70,12 +56,12 @@ def create_dataset(body: DatasetCreate, response: Response, session: SessionDep,
 def list_datasets(session: SessionDep, _: DatasetReader, name: str | None = None, cursor: str | None = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-    rows = repo.list_page(session, name, limit + 1, _decode_cursor(cursor) if cursor else None)
+    rows = repo.list_page(session, name, limit + 1, decode_cursor(cursor) if cursor else None)
     more = len(rows) > limit
     rows = rows[:limit]
     deleted = repo.tombstone_counts(session, [r.id for r in rows])
     return {"items": [service.to_read(r, deleted.get(r.id, 0)) for r in rows],
-            "next_cursor": _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None}
+            "next_cursor": encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None}
 
 
 @router.get("/{dataset_id}", response_model=DatasetRead)
@@ -90,7 +76,7 @@ def list_dataset_items(dataset_id: uuid.UUID, session: SessionDep, _: DatasetRea
     """Items in dataset order: trajectory id, pinned span revision, split, complexity."""
     service.get_or_404(session, dataset_id)
     if cursor and not cursor.isdigit():
-        raise _invalid_cursor()
+        raise invalid_cursor()
     rows = repo.list_items(session, dataset_id, split, int(cursor) if cursor else -1, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]

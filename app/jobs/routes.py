@@ -6,9 +6,7 @@ replay answers the original job; another body under the same key is 409).
 
 from __future__ import annotations
 
-import base64
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -19,12 +17,12 @@ from sqlalchemy.orm import Session
 
 from app.auth import Principal, require
 from app.db import SessionDep
-from app.errors import ValidationFailed
 from app.jobs import repository as repo
 from app.jobs import service
 from app.jobs.responses import ArtifactList, EventPage, JobPage, JobRead, MetricsPage, job_read
 from app.jobs.stream import event_stream
 from app.jobs.validation import openapi_components
+from app.pagination import decode_cursor, encode_cursor, invalid_cursor
 from app.trajectories import repository as trajectories_repo
 from app.trajectories.routes import IdempotencyKey, _idempotent, _loads
 
@@ -68,21 +66,10 @@ async def submit_job(request: Request, response: Response, session: SessionDep, 
     return out
 
 
-def _encode_cursor(created_at: datetime, id_: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{id_}".encode()).decode().rstrip("=")
 
 
-def _invalid_cursor() -> ValidationFailed:
-    return ValidationFailed("The cursor is not valid.", code="invalid_cursor",
-                            errors=[{"field": "cursor", "code": "invalid", "message": "not a cursor"}])
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        ts, id_ = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
-        return datetime.fromisoformat(ts), uuid.UUID(id_)
-    except (ValueError, UnicodeDecodeError):
-        raise _invalid_cursor() from None
 
 
 @router.get("", response_model=JobPage)
@@ -91,11 +78,11 @@ def list_jobs(session: SessionDep, _: Operator, status: JobStatus | None = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     f = repo.JobFilter(status=status, kind=kind, dataset_id=dataset_id)
-    rows = repo.list_jobs(session, f, limit + 1, _decode_cursor(cursor) if cursor else None)
+    rows = repo.list_jobs(session, f, limit + 1, decode_cursor(cursor) if cursor else None)
     more = len(rows) > limit
     rows = rows[:limit]
     return JobPage(items=[job_read(r) for r in rows],
-                   next_cursor=_encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None)
+                   next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None)
 
 
 @router.get("/{job_id}", response_model=JobRead)
@@ -134,9 +121,9 @@ def _after_id(cursor: str | None, last_event_id: str | None) -> int:
     try:
         value = int(str(raw))
     except ValueError:
-        raise _invalid_cursor() from None
+        raise invalid_cursor() from None
     if value < 0:
-        raise _invalid_cursor()
+        raise invalid_cursor()
     return value
 
 

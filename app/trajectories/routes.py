@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from app.datasets import service as datasets
 from app.db import SessionDep, open_session
 from app.errors import AppError, Conflict, ValidationFailed
 from app.observability import TRAJECTORIES_INGESTED
+from app.pagination import decode_cursor, encode_cursor
 from app.trajectories import repository as repo
 from app.trajectories import service
 from app.trajectories.formats import export as export_format
@@ -161,18 +161,8 @@ async def create_trajectories_batch(request: Request, response: Response, princi
     return body
 
 
-def _encode_cursor(created_at: datetime, id_: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{id_}".encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ts, id_ = raw.split("|")
-        return datetime.fromisoformat(ts), uuid.UUID(id_)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("The cursor is not valid.", code="invalid_cursor",
-                               errors=[{"field": "cursor", "code": "invalid", "message": "not a cursor"}]) from None
 
 
 @router.get("", response_model=TrajectoryPage)
@@ -190,11 +180,11 @@ def list_trajectories(
                         status=status, format=format, tags=tag, complexity_min=complexity_min,
                         complexity_max=complexity_max, created_after=created_after,
                         created_before=created_before)
-    rows = repo.list_page(session, f, limit + 1, _decode_cursor(cursor) if cursor else None)
+    rows = repo.list_page(session, f, limit + 1, decode_cursor(cursor) if cursor else None)
     more = len(rows) > limit
     rows = rows[:limit]
     items = [TrajectorySummary.model_validate(r, from_attributes=True) for r in rows]
-    next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
     return TrajectoryPage(items=items, next_cursor=next_cursor)
 
 
