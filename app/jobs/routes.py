@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
+from app import idempotency
 from app.auth import Principal, require
 from app.db import SessionDep
 from app.jobs import repository as repo
@@ -23,8 +24,6 @@ from app.jobs.responses import ArtifactList, EventPage, JobPage, JobRead, Metric
 from app.jobs.stream import event_stream
 from app.jobs.validation import openapi_components
 from app.pagination import decode_cursor, encode_cursor, invalid_cursor
-from app.trajectories import repository as trajectories_repo
-from app.trajectories.routes import IdempotencyKey, _idempotent, _loads
 
 __all__ = ["openapi_components", "router"]
 
@@ -37,13 +36,13 @@ SSE = "text/event-stream"
 
 def _submit(session: Session, body: Any, request: Request, principal: Principal, key: str | None
             ) -> tuple[int, dict[str, Any]]:
-    scoped, replay = _idempotent(session, principal, key, "jobs.submit", body)
+    scoped, replay = idempotency.reserve(session, principal, key, "jobs.submit", body)
     if replay is not None:
         return 202, replay
     row = service.submit(session, body, request.app.state.settings, principal.key_id)
     out = job_read(row).model_dump(mode="json")
     if scoped is not None:
-        trajectories_repo.store_idempotent_response(session, scoped, 202, out)
+        idempotency.store(session, scoped, 202, out)
     return 202, out
 
 
@@ -57,9 +56,9 @@ def _submit(session: Session, body: Any, request: Request, principal: Principal,
                409: {"description": "idempotency_key_reused."}},
 )
 async def submit_job(request: Request, response: Response, session: SessionDep, principal: Operator,
-                     idempotency_key: IdempotencyKey = None) -> Any:
+                     idempotency_key: idempotency.IdempotencyKey = None) -> Any:
     """Validate the whole job (config, models, tokenizers, dataset) and queue it; workers are woken by NOTIFY."""
-    body = _loads(await request.body())
+    body = idempotency.loads(await request.body())
     status, out = await run_in_threadpool(_submit, session, body, request, principal, idempotency_key)
     response.status_code = status
     response.headers["Location"] = f"/v1/jobs/{out['id']}"

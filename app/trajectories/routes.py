@@ -6,15 +6,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-import orjson
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
+from app import idempotency
 from app.auth import Admin, Ingest, Principal, Reader
 from app.datasets import service as datasets
 from app.db import SessionDep, open_session
-from app.errors import AppError, Conflict, ValidationFailed
+from app.errors import AppError, ValidationFailed
 from app.observability import TRAJECTORIES_INGESTED
 from app.pagination import decode_cursor, encode_cursor
 from app.trajectories import repository as repo
@@ -34,34 +34,8 @@ from app.trajectories.schemas import (
 
 router = APIRouter(prefix="/v1/trajectories", tags=["trajectories"])
 
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255,
-                                               description="Replays return the original result.")]
-
-
 def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationFailed(f"The body is not valid JSON: {exc}", code="invalid_json") from None
-
-
-def _idempotent(session: Session, principal: Principal, key: str | None, endpoint: str, item: Any
-                ) -> tuple[str | None, dict[str, Any] | None]:
-    """Reserve the Idempotency-Key; return (scoped key, stored response to replay or None)."""
-    if key is None:
-        return None, None
-    scoped = f"{principal.key_id}:{key}"
-    record = repo.claim_idempotency_key(session, scoped, endpoint, service.request_sha256(item))
-    if record is None:
-        return scoped, None
-    if record.endpoint != endpoint or record.request_sha256 != service.request_sha256(item):
-        raise Conflict("This Idempotency-Key was used with a different request body.",
-                       code="idempotency_key_reused")
-    return scoped, record.response
 
 
 def _create_one(item: Any, request: Request, principal: Principal, key: str | None) -> tuple[int, dict[str, Any]]:
@@ -71,7 +45,7 @@ def _create_one(item: Any, request: Request, principal: Principal, key: str | No
 
 def _create_one_in(session: Session, item: Any, request: Request, principal: Principal, key: str | None
                    ) -> tuple[int, dict[str, Any]]:
-    scoped, replay = _idempotent(session, principal, key, "create", item)
+    scoped, replay = idempotency.reserve(session, principal, key, "create", item)
     if replay is not None:
         return 200, {**replay, "created": False}
     outcome = service.ingest(session, [item], request.app.state.settings, principal.key_id)[0]
@@ -82,7 +56,7 @@ def _create_one_in(session: Session, item: Any, request: Request, principal: Pri
     assert outcome.receipt is not None
     body = outcome.receipt.model_dump(mode="json")
     if scoped is not None:
-        repo.store_idempotent_response(session, scoped, outcome.status, body)
+        idempotency.store(session, scoped, outcome.status, body)
     TRAJECTORIES_INGESTED.labels(format=str(fmt), result="created" if outcome.status == 201 else "replayed").inc()
     return outcome.status, body
 
@@ -95,9 +69,9 @@ def _create_one_in(session: Session, item: Any, request: Request, principal: Pri
                413: {"description": "Body over the byte limit."}, 422: {"description": "Invalid."}},
 )
 async def create_trajectory(request: Request, response: Response, principal: Ingest,
-                            idempotency_key: IdempotencyKey = None) -> Any:
+                            idempotency_key: idempotency.IdempotencyKey = None) -> Any:
     """Ingest one trajectory: normalized, segmented and committed before the answer."""
-    item = _loads(await request.body())
+    item = idempotency.loads(await request.body())
     status, body = await run_in_threadpool(_create_one, item, request, principal, idempotency_key)
     response.status_code = status
     response.headers["Location"] = f"/v1/trajectories/{body['id']}"
@@ -121,7 +95,7 @@ def _create_batch_in(session: Session, payload: Any, request: Request, principal
         raise service.LimitExceeded(
             f"The batch has {len(items)} items; the limit is {settings.max_batch_items}. Nothing was stored.",
             limit={"name": "items", "max": settings.max_batch_items, "actual": len(items)})
-    scoped, replay = _idempotent(session, principal, key, "batch", payload)
+    scoped, replay = idempotency.reserve(session, principal, key, "batch", payload)
     if replay is not None:
         return 200, replay
     outcomes = service.ingest(session, items, settings, principal.key_id)
@@ -141,7 +115,7 @@ def _create_batch_in(session: Session, payload: Any, request: Request, principal
             results.append(BatchItemResult(index=i, status=o.status, id=o.receipt.id, created=o.receipt.created))
     body = BatchResult(items=results, **counts).model_dump(mode="json")
     if scoped is not None:
-        repo.store_idempotent_response(session, scoped, 200, body)
+        idempotency.store(session, scoped, 200, body)
     return 200, body
 
 
@@ -153,9 +127,9 @@ def _create_batch_in(session: Session, payload: Any, request: Request, principal
                                  "items": {"$ref": "#/components/schemas/TrajectoryCreate"}}}}),
 )
 async def create_trajectories_batch(request: Request, response: Response, principal: Ingest,
-                                    idempotency_key: IdempotencyKey = None) -> Any:
+                                    idempotency_key: idempotency.IdempotencyKey = None) -> Any:
     """Ingest up to 1000 trajectories; one result per item (partial success; nothing dropped)."""
-    payload = _loads(await request.body())
+    payload = idempotency.loads(await request.body())
     status, body = await run_in_threadpool(_create_batch, payload, request, principal, idempotency_key)
     response.status_code = status
     return body
