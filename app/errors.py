@@ -29,6 +29,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contract.validation import pydantic_errors
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -120,19 +122,8 @@ def problem_response(err: AppError, request: Request | None = None) -> JSONRespo
     )
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
-    return out or "body"
-
-
 def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [
-        {"field": _field_path(tuple(e.get("loc", ()))), "code": e.get("type", "invalid"), "message": e.get("msg", "")}
-        for e in exc.errors()
-    ]
+    return [dict(e) for e in pydantic_errors(exc.errors())]
 
 
 def is_connection_error(exc: BaseException) -> bool:

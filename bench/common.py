@@ -79,7 +79,7 @@ def api_server(database_url: str, admin_key: str, extra_env: dict[str, str] | No
     port = free_port()
     env = {**os.environ, "DISTILLERY_DATABASE_URL": database_url, "DISTILLERY_ADMIN_KEY": admin_key,
            "DISTILLERY_LOG_LEVEL": "WARNING", **(extra_env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workers", str(workers)],
                             cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -33,7 +33,7 @@ def main() -> None:
     from ingest import make_trajectory
     from transformers import AutoTokenizer
 
-    from app.trajectories.formats import parse
+    from contract.formats import parse
     from worker.training.render import render_trajectory
     from worker.training.tiny import CHATML_TEMPLATE, build_tiny_model
 

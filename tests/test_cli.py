@@ -19,7 +19,7 @@ def _cli(*args: str, database_url: str | None = None) -> subprocess.CompletedPro
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if database_url:
         env["DISTILLERY_DATABASE_URL"] = database_url
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

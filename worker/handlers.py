@@ -16,45 +16,12 @@ from __future__ import annotations
 import importlib
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from app.config import Settings
+from worker.context import JobContext, PermanentJobError
 
-Handler = Callable[["JobContext"], dict[str, Any]]
+Handler = Callable[[JobContext], dict[str, Any]]
 HANDLERS: dict[str, Handler] = {}
-
-
-class PermanentJobError(Exception):
-    """A failure that retrying cannot fix (bad config, missing dataset): the job fails at once."""
-
-
-@dataclass
-class JobContext:
-    job_id: uuid.UUID
-    kind: str
-    config: dict[str, Any]
-    attempt: int
-    max_attempts: int
-    dataset_id: uuid.UUID | None
-    out_dir: Path
-    settings: Settings
-    _report_progress: Callable[[dict[str, Any]], None] = field(repr=False)
-    _log: Callable[[str, str, dict[str, Any] | None], None] = field(repr=False)
-    _should_stop: Callable[[], bool] = field(repr=False)
-
-    def report_progress(self, progress: dict[str, Any]) -> None:
-        """Store the job's progress ({step, total, tokens_per_s, eta_s, ...}) and a progress event."""
-        self._report_progress(progress)
-
-    def log(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
-        """A line in the job's event log (and the worker's log)."""
-        self._log(message, level, data)
-
-    def should_stop(self) -> bool:
-        """True once the job must stop: cancel requested, worker shutting down, or lease lost."""
-        return self._should_stop()
 
 
 def register(kind: str) -> Callable[[Handler], Handler]:
@@ -85,7 +52,7 @@ def load_plugins(spec: str | None) -> None:
 def load_dataset_records(ctx: JobContext) -> list[dict[str, Any]]:
     """The job's dataset records (CONTRACTS "Dataset record" plus metadata, ``split`` included), read
     from the dataset's immutable snapshot in the database (``app.datasets.repository``)."""
-    from app.datasets import repository as datasets
+    from app.datasets import records as datasets
     from app.db import Database
     from app.embedded import resolve_database_url
 

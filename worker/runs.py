@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from worker.handlers import PermanentJobError
-
-if TYPE_CHECKING:
-    from worker.handlers import JobContext
+from worker.context import JobContext, PermanentJobError
 
 
 def _config(ctx: JobContext, model: Any) -> Any:
@@ -29,7 +26,7 @@ def _config(ctx: JobContext, model: Any) -> Any:
 
 
 def run_distill(ctx: JobContext, records: list[dict[str, Any]]) -> dict[str, Any]:
-    from app.jobs.schemas import DistillConfig
+    from contract.job_config import DistillConfig
 
     config = _config(ctx, DistillConfig)
     ctx.log(f"training on {len(records)} records", data={"attempt": ctx.attempt, "gpus": config.resources.gpus})
@@ -89,7 +86,7 @@ def _distill_result(ctx: JobContext, *, status: str, steps: int, total_steps: in
 
 
 def run_evaluate(ctx: JobContext, records: list[dict[str, Any]]) -> dict[str, Any]:
-    from app.jobs.schemas import EvaluateConfig
+    from contract.job_config import EvaluateConfig
 
     config = _config(ctx, EvaluateConfig)
     from worker.training.evaluate import run_evaluation  # torch

@@ -34,11 +34,10 @@ from collections import deque
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from worker.handlers import PermanentJobError
+from worker.context import JobContext, PermanentJobError
 
 if TYPE_CHECKING:
-    from app.jobs.schemas import DistillConfig
-    from worker.handlers import JobContext
+    from contract.job_config import DistillConfig
 
 EXIT_STOPPED = 75  # worker.training.train: stopped cooperatively, checkpoint written
 EXIT_BAD_INPUT = 2  # worker.training.train: bad config or data

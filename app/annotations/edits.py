@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.annotations.schemas import AddOp, DeleteOp, EditOp, MergeOp, MoveOp, SetKindOp, SplitOp
-from app.trajectories.spans import validate_spans
+from contract.spans import validate_spans
 
 Span = dict[str, Any]
 

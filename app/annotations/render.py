@@ -15,7 +15,7 @@ from collections import defaultdict
 from html import escape
 from typing import Any
 
-from app.trajectories.spans import KINDS
+from contract.spans import KINDS
 
 Span = dict[str, Any]
 

@@ -1,6 +1,6 @@
 """Request and response shapes for annotation: span revisions, edit operations, review, queue, stats.
 
-Span sets in requests are plain objects checked by ``app.trajectories.spans.validate_spans`` (so
+Span sets in requests are plain objects checked by ``contract.spans.validate_spans`` (so
 errors name ``spans[i]``), not by pydantic. Edit operations are a tagged union on ``op``.
 """
 

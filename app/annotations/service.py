@@ -46,9 +46,9 @@ from app.errors import (
     ValidationFailed,
 )
 from app.models import SpanRevision, Trajectory
-from app.trajectories.complexity import compute_complexity
 from app.trajectories.service import LimitExceeded
-from app.trajectories.spans import validate_spans
+from contract.complexity import compute_complexity
+from contract.spans import validate_spans
 
 TRANSITIONS: dict[str, dict[str, str]] = {
     "pending": {"start": "in_review", "approve": "approved", "reject": "rejected"},

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.trajectories.spans import KINDS
+from contract.spans import KINDS
 
 Span = dict[str, Any]
 

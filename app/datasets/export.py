@@ -14,7 +14,7 @@ Two shapes, one JSON object per line:
   action span gets ``"weight": 0`` (never trained); the per-message weight cannot express masks
   inside a message, so those live only in the ``jsonl`` export.
 
-Rows are read through a server-side cursor (``repository.iter_records``) and written in chunks of
+Rows are read through a server-side cursor (``records.iter_records``) and written in chunks of
 about ``CHUNK_BYTES``, so memory does not grow with the dataset.
 """
 
@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 from sqlalchemy.orm import Session
 
-from app.datasets import repository as repo
-from app.trajectories.formats.base import export_arguments
-from app.trajectories.formats.openai import split_calls
+from app.datasets import records
+from contract.formats.base import export_arguments
+from contract.formats.openai import split_calls
 
 CHUNK_BYTES = 64 * 1024
 SUPERVISED = ("reason", "action")
@@ -68,7 +68,7 @@ def openai_record(record: dict[str, Any]) -> dict[str, Any]:
 
 def iter_lines(session: Session, dataset_id: uuid.UUID, fmt: str, split: str | None) -> Iterator[bytes]:
     """One serialized line (with its newline) per record, in dataset order."""
-    for record in repo.iter_records(session, dataset_id, split):
+    for record in records.iter_records(session, dataset_id, split):
         yield orjson.dumps(openai_record(record) if fmt == "openai" else record) + b"\n"
 
 

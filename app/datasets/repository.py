@@ -14,12 +14,10 @@ no snapshot can commit a trajectory that was deleted without a tombstone.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Row, select, text, tuple_
 from sqlalchemy.orm import Session
 
@@ -209,36 +207,6 @@ def count_items(session: Session, dataset_id: uuid.UUID, split: str | None) -> i
     where = " AND split = :split" if split else ""
     return int(session.execute(text(f"SELECT count(*) FROM dataset_items WHERE dataset_id = :id{where}"),
                                {"id": dataset_id, "split": split}).scalar_one())
-
-
-_RECORD_COLUMNS = ("SELECT trajectory_id, span_revision, split, complexity, messages::text AS messages,"
-                   " spans::text AS spans, tools::text AS tools, source, task_type, outcome, reward, teacher_model"
-                   " FROM dataset_items WHERE dataset_id = :id")
-
-
-def iter_records(session: Session, dataset_id: uuid.UUID, split: str | None = None,
-                 chunk_size: int = 256) -> Iterator[dict[str, Any]]:
-    """The dataset's records in position order through a server-side cursor, ``chunk_size`` rows at a
-    time: memory stays flat however large the dataset. JSON columns come as text and are parsed with
-    orjson (faster than the driver's json)."""
-    where = " AND split = :split" if split else ""
-    stmt = text(_RECORD_COLUMNS + where + " ORDER BY position").execution_options(yield_per=chunk_size)
-    for r in session.execute(stmt, {"id": dataset_id, "split": split}):
-        yield {
-            "id": str(r.trajectory_id), "messages": orjson.loads(r.messages),
-            "spans": [{"message": s["message"], "start": s["start"], "end": s["end"], "kind": s["kind"]}
-                      for s in orjson.loads(r.spans)],
-            "tools": orjson.loads(r.tools) if r.tools is not None else None, "complexity": r.complexity,
-            "split": r.split, "source": r.source, "task_type": r.task_type, "outcome": r.outcome,
-            "reward": r.reward, "teacher_model": r.teacher_model, "span_revision": r.span_revision,
-        }
-
-
-def load_records(session: Session, dataset_id: uuid.UUID) -> list[dict[str, Any]] | None:
-    """Every record of a dataset (train and eval), or None when the dataset does not exist."""
-    if get(session, dataset_id) is None:
-        return None
-    return list(iter_records(session, dataset_id))
 
 
 # ---- trajectory deletion ----------------------------------------------------------------------------------

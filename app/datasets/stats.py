@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.trajectories.spans import KINDS
+from contract.spans import KINDS
 
 N_BINS = 10
 

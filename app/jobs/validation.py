@@ -28,9 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import ValidationFailed, _field_path
+from app.errors import ValidationFailed
 from app.jobs import repository as repo
-from app.jobs.schemas import DistillConfig, EvaluateConfig
+from contract.job_config import DistillConfig, EvaluateConfig
+from contract.validation import pydantic_errors
+from contract.vocab import compare_tokenizers
 
 CONFIGS: dict[str, type[DistillConfig] | type[EvaluateConfig]] = {"distill": DistillConfig, "evaluate": EvaluateConfig}
 # Hugging Face repo ids: one "/", names of letters, digits, "-", "_", "." (never "..", never leading ".").
@@ -90,13 +92,7 @@ class ValidatedJob:
 
 
 def _errors(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
-    out = []
-    for e in exc.errors():
-        path = _field_path(tuple(e.get("loc", ())))
-        field = f"{prefix}.{path}" if prefix and path != "body" else (prefix or path)
-        message = e.get("msg", "")
-        out.append({"field": field, "code": e.get("type", "invalid"), "message": message})
-    return out
+    return [dict(e) for e in pydantic_errors(exc.errors(), prefix)]
 
 
 def parse(body: Any) -> tuple[JobEnvelope, DistillConfig | EvaluateConfig, str]:
@@ -178,9 +174,7 @@ def resolve_model(ref: str, root: Path | None, field: str) -> str:
 
 
 def check_tokenizers(student: str, teacher: str, prefix: str) -> None:
-    """Refuse KL between local models whose vocabularies differ (worker.training.teacher, torch-free)."""
-    from worker.training.teacher import compare_tokenizers
-
+    """Refuse KL between local models whose vocabularies differ (``contract.vocab``, torch-free)."""
     if not (Path(student).is_absolute() and Path(teacher).is_absolute()):
         return  # a hub model: checked by the worker, before any weights are loaded
     try:

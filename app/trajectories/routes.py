@@ -19,7 +19,6 @@ from app.observability import TRAJECTORIES_INGESTED
 from app.pagination import decode_cursor, encode_cursor
 from app.trajectories import repository as repo
 from app.trajectories import service
-from app.trajectories.formats import export as export_format
 from app.trajectories.schemas import (
     BatchItemResult,
     BatchResult,
@@ -31,6 +30,7 @@ from app.trajectories.schemas import (
     TrajectoryReceipt,
     TrajectorySummary,
 )
+from contract.formats import export as export_format
 
 router = APIRouter(prefix="/v1/trajectories", tags=["trajectories"])
 

@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.errors import AppError, Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from app.trajectories import repository as repo
-from app.trajectories.complexity import compute_complexity
-from app.trajectories.formats import FormatError, canonical_sha256, parse
 from app.trajectories.schemas import TrajectoryCreate, TrajectoryReceipt
-from app.trajectories.spans import validate_spans
+from contract.complexity import compute_complexity
+from contract.formats import FormatError, canonical_sha256, parse
+from contract.spans import validate_spans
+from contract.validation import pydantic_errors
 
 _ENVELOPE = {"format", "source", "external_id", "teacher_model", "task", "task_type", "outcome",
              "reward", "tags", "metadata", "spans"}
@@ -54,13 +55,7 @@ class Prepared:
 
 
 def _validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    out = []
-    for e in exc.errors():
-        path = ""
-        for p in e.get("loc", ()):
-            path += f"[{p}]" if isinstance(p, int) else (f".{p}" if path else str(p))
-        out.append({"field": path or "body", "code": e.get("type", "invalid"), "message": e.get("msg", "")})
-    return out
+    return [dict(e) for e in pydantic_errors(exc.errors())]
 
 
 def prepare(item: Any, settings: Settings) -> Prepared:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.annotations import repository as repo
-from app.trajectories.complexity import compute_complexity
+from contract.complexity import compute_complexity
 from tests.annotations.helpers import AUTO, ingest
 
 

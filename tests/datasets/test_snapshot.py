@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.datasets.split import split_of
-from app.trajectories.spans import span_kind_chars
+from contract.spans import span_kind_chars
 from tests.app.payloads import REACT
 from tests.datasets.helpers import PROBLEM, create, ingest, ingest_approved, sha256, sql
 

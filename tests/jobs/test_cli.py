@@ -44,7 +44,7 @@ def api_url(committed_app, committed) -> Iterator[str]:  # type: ignore[no-untyp
 
 def _cli(api: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DISTILLERY_API_URL": api, "DISTILLERY_API_KEY": ADMIN_KEY, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "app.cli", "jobs", *args], cwd=ROOT, env=env, input=stdin,
+    return subprocess.run([sys.executable, "-m", "cli.main", "jobs", *args], cwd=ROOT, env=env, input=stdin,
                           capture_output=True, text=True, timeout=120)
 
 

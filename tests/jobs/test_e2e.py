@@ -9,7 +9,7 @@ import json
 import threading
 import uuid
 
-from app.client import _parse_sse
+from distillery.client import _parse_sse
 from tests.jobs.conftest import distill_spec, make_dataset, wait_for
 from worker.loop import start_background_worker
 

@@ -6,8 +6,8 @@ import copy
 import json
 from typing import Any
 
-from app.trajectories.formats import ParsedTrajectory, canonical_sha256, export, parse
-from app.trajectories.spans import validate_spans
+from contract.formats import ParsedTrajectory, canonical_sha256, export, parse
+from contract.spans import validate_spans
 
 
 def dumps(messages: list[dict[str, Any]]) -> str:
@@ -59,7 +59,7 @@ def pieces(pt: ParsedTrajectory, message: int) -> list[tuple[str, str]]:
 
 def error_of(fmt: str, payload: Any) -> dict[str, str]:
     """The single error a bad payload raises."""
-    from app.trajectories.formats import FormatError
+    from contract.formats import FormatError
 
     try:
         parse(fmt, payload)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.trajectories.complexity import compute_complexity, looks_like_error
-from app.trajectories.formats import parse
+from contract.complexity import compute_complexity, looks_like_error
+from contract.formats import parse
 
 
 @pytest.mark.parametrize("text", [

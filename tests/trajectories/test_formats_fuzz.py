@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.trajectories.formats import FORMATS, FormatError, parse
+from contract.formats import FORMATS, FormatError, parse
 from tests.trajectories._checks import check
 
 CALLING = "Calling tools:\n[{'id': 'call_1', 'type': 'function', 'function': {'name': 'f', 'arguments': 'x'}}]"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.trajectories.formats import FORMATS, canonical_sha256, export, parse
+from contract.formats import FORMATS, canonical_sha256, export, parse
 from tests.trajectories._checks import check, dumps, error_of, pieces
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {

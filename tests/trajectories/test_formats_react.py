@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.trajectories.formats import export
+from contract.formats import export
 from tests.trajectories._checks import check, error_of, pieces
 
 
@@ -153,7 +153,7 @@ def test_export_from_other_formats_is_best_effort() -> None:
 
 
 def error_of_export(messages: list[dict]) -> str:
-    from app.trajectories.formats import FormatError
+    from contract.formats import FormatError
 
     with pytest.raises(FormatError) as info:
         export("react", messages, None)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.trajectories.formats import export
+from contract.formats import export
 from tests.trajectories._checks import check, error_of, pieces
 
 WEATHER_BLOCK = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "NYC"}}\n</tool_call>'

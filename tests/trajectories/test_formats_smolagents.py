@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.trajectories.formats import export
+from contract.formats import export
 from tests.trajectories._checks import check, error_of, pieces
 
 

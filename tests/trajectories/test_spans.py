@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.trajectories.spans import KINDS, span_kind_chars, validate_spans
+from contract.spans import KINDS, span_kind_chars, validate_spans
 
 MESSAGES = [
     {"role": "system", "text": "sys"},

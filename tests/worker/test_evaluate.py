@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from app.jobs.schemas import EvaluateConfig
+from contract.job_config import EvaluateConfig
 from tests.worker.test_recipe import make_config, make_record
 from worker.training.evaluate import evaluate_examples, make_report, run_evaluation
 from worker.training.plots import plot_metrics

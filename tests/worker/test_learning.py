@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.jobs.schemas import DistillConfig
+from contract.job_config import DistillConfig
 from worker.synthetic import dataset_records, evaluate_agent, generate_problems, hf_generate_fn
 from worker.training.recipe import run_training
 from worker.training.tiny import CHATML_TEMPLATE, build_tiny_model

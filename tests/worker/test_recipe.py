@@ -20,11 +20,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from app.jobs.schemas import DistillConfig
+from contract.job_config import DistillConfig
+from contract.vocab import TokenizerMismatch
 from worker.training.losses import compute_span_losses
 from worker.training.recipe import run_training
 from worker.training.render import collate, render_trajectory
-from worker.training.teacher import TokenizerMismatch
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -485,7 +485,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("fmt", sorted(PAYLOADS))
 def test_payload_parse_render(tok: Any, fmt: str) -> None:
-    formats = pytest.importorskip("app.trajectories.formats")
+    formats = pytest.importorskip("contract.formats")
     try:
         parsed = formats.parse(fmt, PAYLOADS[fmt])
     except formats.FormatError as exc:  # the parser owns its payload rules; surface them clearly

@@ -9,7 +9,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from app.jobs.schemas import DistillConfig, EvaluateConfig, LossConfig, TrainingConfig
+from contract.job_config import DistillConfig, EvaluateConfig, LossConfig, TrainingConfig
 
 
 def _error_locs(exc: ValidationError) -> list[tuple]:
@@ -117,9 +117,9 @@ def test_every_field_documents_itself() -> None:
 
 def test_importing_schemas_does_not_import_torch() -> None:
     code = (
-        "import sys, app.jobs.schemas as s; s.DistillConfig(); "
+        "import sys, contract.job_config as s; s.DistillConfig(); "
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "print(','.join(bad)); sys.exit(1 if bad else 0)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, f"app.jobs.schemas imported {proc.stdout.strip()} {proc.stderr[-500:]}"
+    assert proc.returncode == 0, f"contract.job_config imported {proc.stdout.strip()} {proc.stderr[-500:]}"

@@ -288,7 +288,7 @@ def _replayed_transcript(payload: dict[str, Any], problem: Any, fmt: Format) -> 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_runner_conversation_matches_the_format_parser(fmt: Format) -> None:
-    formats = pytest.importorskip("app.trajectories.formats")
+    formats = pytest.importorskip("contract.formats")
     for problem in generate_problems(20, seed=5):
         payload = teacher_payload(problem, fmt, seed=5, error_rate=0.3)
         # As ingest does: the format's own fields, plus the task for react.
@@ -374,7 +374,7 @@ def test_hf_generate_fn_raises_context_overflow(tiny_dir: Path) -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_dataset_records_follow_the_contract_and_render(tiny_dir: Path, fmt: Format) -> None:
-    pytest.importorskip("app.trajectories.formats")
+    pytest.importorskip("contract.formats")
     render = pytest.importorskip("worker.training.render")
     from transformers import AutoTokenizer
 

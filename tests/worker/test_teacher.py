@@ -11,13 +11,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from worker.training.teacher import (
+from contract.vocab import (
     TokenizerMismatch,
     check_tokenizer_compatibility,
     compare_tokenizers,
-    load_teacher,
     real_vocab_size,
 )
+from worker.training.models import load_teacher
 from worker.training.tiny import build_tiny_model
 
 
@@ -66,7 +66,7 @@ def test_real_vocab_size(tiny_model_dir: Path, padded_teacher_dir: Path) -> None
 
 
 def test_compatibility_check_imports_neither_torch_nor_transformers() -> None:
-    code = ("import sys, worker.training.teacher as t; "
+    code = ("import sys, contract.vocab as t; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
             "sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))[:3]")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

@@ -2,7 +2,7 @@
 
 `run_agent(generate, problem, fmt=…)` keeps the conversation as CANONICAL messages (CONTRACTS: `{role,
 text}`, assistant tool calls rendered as Hermes `<tool_call>` blocks and kept as `tool_calls`, tool
-results as role "tool"), exactly the form `app.trajectories.formats.parse` gives the teacher's
+results as role "tool"), exactly the form `contract.formats.parse` gives the teacher's
 payloads, so what a student sees when acting is what it was trained on. Each `generate` call is one
 step and returns the next assistant text; the runner parses it:
 

@@ -228,15 +228,15 @@ def dataset_records(
 ) -> list[dict[str, Any]]:
     """Trainer dataset records (CONTRACTS "Dataset record") for the teacher's runs on `problems`.
 
-    Each payload goes through the app's own ingest path (`app.trajectories.formats.parse` for the
+    Each payload goes through the app's own ingest path (`contract.formats.parse` for the
     canonical messages and auto spans, `compute_complexity` for the score), so the records are what
     a dataset export of these trajectories would hold. Test-split problems become "eval" records;
     complexity is min-max normalized over the returned records. `include_tools=False` drops the tool
     schemas: a chat template that renders them adds ~250 tokens to every sequence of a tiny model
     (act with `hf_generate_fn(..., tools=None)` to match).
     """
-    from app.trajectories.complexity import compute_complexity
-    from app.trajectories.formats import parse
+    from contract.complexity import compute_complexity
+    from contract.formats import parse
 
     records: list[dict[str, Any]] = []
     for problem, payload in zip(

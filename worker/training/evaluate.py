@@ -32,7 +32,7 @@ from worker.training.losses import final_hidden_states
 from worker.training.render import ACTION, REASON, RenderedExample, collate
 
 if TYPE_CHECKING:
-    from app.jobs.schemas import EvaluateConfig
+    from contract.job_config import EvaluateConfig
 
 
 def hidden_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -160,8 +160,7 @@ def make_report(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[st
 def run_evaluation(config: EvaluateConfig, records: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
     """The `evaluate` job: score `config.student_model` on a split; writes and returns eval_report.json."""
     from worker.training.data import prepare_examples
-    from worker.training.recipe import check_embedding_rows, load_model, load_tokenizers, resolve_device
-    from worker.training.teacher import load_teacher
+    from worker.training.models import check_embedding_rows, load_model, load_teacher, load_tokenizers, resolve_device
 
     device = resolve_device(config.resources.device)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()

@@ -19,8 +19,8 @@ def _from_file(file: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], 
     messages = data.get("messages")
     if isinstance(messages, list) and messages and isinstance(messages[0], dict) and "text" in messages[0]:
         return messages, data.get("spans") or [], data.get("tools")
-    from app.trajectories.formats import parse
-    from app.trajectories.spans import validate_spans
+    from contract.formats import parse
+    from contract.spans import validate_spans
 
     parsed = parse(data["format"], {k: v for k, v in data.items() if k != "spans"})
     spans = data.get("spans") or parsed.spans

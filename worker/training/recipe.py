@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from app.jobs.schemas import DistillConfig
+from contract.job_config import DistillConfig
 from worker.training import checkpoint as ckpt
 from worker.training.curriculum import CurriculumSampler
 from worker.training.data import (
@@ -44,8 +43,8 @@ from worker.training.data import (
 )
 from worker.training.evaluate import evaluate_examples, make_report
 from worker.training.losses import SpanWeighting, compute_span_losses, curriculum_term, pcgrad
+from worker.training.models import check_embedding_rows, load_student, load_teacher, load_tokenizers, resolve_device
 from worker.training.render import collate
-from worker.training.teacher import check_tokenizer_compatibility, load_teacher, real_vocab_size
 
 # Config fields that must match for a checkpoint to be resumed (the rest, e.g. max_steps, may change).
 _RESUME_KEYS = ("student_model", "teacher_model", "loss", "curriculum")
@@ -120,75 +119,6 @@ class _StudentObjective(torch.nn.Module):
         )
 
 
-# -- models ---------------------------------------------------------------------------------------------
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def load_tokenizers(student: str, teacher: str | None) -> tuple[Any, int]:
-    """The student tokenizer and its real vocabulary size; a teacher's tokenizer must match it (else
-    `TokenizerMismatch`, before any weights are loaded)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(student, trust_remote_code=False, local_files_only=_offline())
-    if teacher is not None:
-        teacher_tok = AutoTokenizer.from_pretrained(teacher, trust_remote_code=False, local_files_only=_offline())
-        check_tokenizer_compatibility(tokenizer, teacher_tok)
-    return tokenizer, real_vocab_size(tokenizer)
-
-
-def check_embedding_rows(model: torch.nn.Module, vocab_size: int, name: str) -> None:
-    rows = model.get_input_embeddings().weight.shape[0]  # type: ignore[operator]
-    if rows < vocab_size:
-        raise ValueError(f"{name} has {rows} embedding rows but its tokenizer has {vocab_size} tokens")
-
-
-def load_model(name: str, device: torch.device, vocab_size: int) -> torch.nn.Module:
-    """A causal LM in fp32 (never remote code; offline when HF_HUB_OFFLINE is set)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(
-        name, dtype=torch.float32, trust_remote_code=False, local_files_only=_offline()
-    )
-    check_embedding_rows(model, vocab_size, name)
-    return model.to(device)  # type: ignore[arg-type]  # transformers' decorated .to() confuses mypy
-
-
-def load_student(config: DistillConfig, device: torch.device, vocab_size: int) -> torch.nn.Module:
-    """fp32 master weights (bf16 autocast on CUDA), optional gradient checkpointing and LoRA adapters."""
-    model: Any
-    lora = config.training.lora
-    if lora is not None:
-        try:
-            import peft
-        except ImportError as exc:
-            raise RuntimeError(
-                "training.lora needs the 'peft' package: pip install 'distillery[lora]' (or pip install peft)"
-            ) from exc
-    model = load_model(config.student_model, device, vocab_size)
-    if config.training.gradient_checkpointing:
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        model.config.use_cache = False
-    if lora is not None:
-        model = peft.get_peft_model(
-            model,
-            peft.LoraConfig(
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=lora.target_modules,
-                task_type="CAUSAL_LM",
-            ),
-        )
-    return model.to(device)
-
-
 # -- distributed ----------------------------------------------------------------------------------------
 
 
@@ -213,16 +143,6 @@ def _all_sum(t: torch.Tensor) -> torch.Tensor:
         else:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("resources.device='cuda' but no CUDA device is available")
-    if _dist()[1] > 1:
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cuda")
 
 
 def seed_everything(seed: int) -> None:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pydantic import ValidationError
 
-    from app.jobs.schemas import DistillConfig
+    from contract.job_config import DistillConfig
     from worker.training.data import read_records
 
     try:

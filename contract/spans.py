@@ -9,9 +9,69 @@ Extra keys are ignored. Each error names the offending span (`spans[i].field`) a
 
 from __future__ import annotations
 
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal, NotRequired, TypedDict
 
-KINDS = ("reason", "action", "observation")
+
+class SpanKind(StrEnum):
+    """The kinds a span can have: the one definition every part uses."""
+
+    REASON = "reason"
+    ACTION = "action"
+    OBSERVATION = "observation"
+
+
+KINDS: tuple[str, ...] = tuple(k.value for k in SpanKind)
+SUPERVISED_KINDS: tuple[str, ...] = (SpanKind.REASON.value, SpanKind.ACTION.value)  # trained; observation never
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+
+
+class Span(TypedDict):
+    """``{message, start, end, kind}``: code-point offsets into ``messages[message].text``."""
+
+    message: int
+    start: int
+    end: int
+    kind: str  # a SpanKind value
+
+
+class ToolCall(TypedDict):
+    """A structured tool call kept beside the rendered text; ``arguments`` exactly as received."""
+
+    id: NotRequired[str | None]
+    name: str
+    arguments: Any
+
+
+class Message(TypedDict):
+    """A canonical message. ``text`` is what spans index into and what training renders."""
+
+    role: str  # a Role
+    text: str
+    tool_calls: NotRequired[list[ToolCall]]
+    tool_call_id: NotRequired[str | None]
+    name: NotRequired[str | None]
+    loss: NotRequired[bool]
+
+
+class DatasetRecord(TypedDict):
+    """One item of a dataset snapshot as the export and the worker read it."""
+
+    id: str
+    messages: list[Message]
+    spans: list[Span]
+    tools: list[Any] | None
+    complexity: float | None
+    split: str
+    source: NotRequired[str | None]
+    task_type: NotRequired[str | None]
+    outcome: NotRequired[str | None]
+    reward: NotRequired[float | None]
+    teacher_model: NotRequired[str | None]
+    span_revision: NotRequired[int]
+
+
 _ROLES_FOR_KIND = {"reason": ("assistant",), "action": ("assistant",), "observation": ("tool", "user")}
 _MAX_ERRORS = 50
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from app.trajectories.formats import openai, react, sharegpt, smolagents
-from app.trajectories.formats.base import FormatError, ParsedTrajectory, fail, json_type
+from contract.formats import openai, react, sharegpt, smolagents
+from contract.formats.base import FormatError, ParsedTrajectory, fail, json_type
 
 _REGISTRY: dict[str, ModuleType] = {"openai": openai, "react": react, "smolagents": smolagents,
                                     "sharegpt": sharegpt}

@@ -4,8 +4,8 @@ KL needs one shared vocabulary. `check_tokenizer_compatibility` compares the tok
 (added tokens included) and, for BPE, the merge lists; it raises `TokenizerMismatch` saying what
 differs (vocabulary sizes, the first differing ids, special tokens). Embedding matrices padded to
 different sizes are fine: the losses compare logits on the first `real_vocab_size(tokenizer)` rows.
-Importing this module pulls in neither torch nor transformers (only `load_teacher` does, lazily),
-so the API can run the same check at submit time on `tokenizer.json` files.
+Torch-free and transformers-free: the API runs the same check at submit time on `tokenizer.json`
+files, the worker on loaded tokenizers.
 """
 
 from __future__ import annotations
@@ -143,14 +143,3 @@ def check_tokenizer_compatibility(student_tok_or_path: Any, teacher_tok_or_path:
             "teacher and student tokenizers are incompatible; KL distillation needs a shared vocabulary "
             "(use CE-only training or a teacher from the same family): " + "; ".join(problems)
         )
-
-
-def load_teacher(path: str | Path, device: Any = "cpu", dtype: Any = None) -> Any:
-    """Load a causal LM as a frozen teacher: eval() mode, every parameter requires_grad=False."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype if dtype is not None else "auto")
-    model.to(device)
-    model.eval()
-    model.requires_grad_(False)
-    return model

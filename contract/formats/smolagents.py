@@ -27,7 +27,7 @@ import ast
 import re
 from typing import Any
 
-from app.trajectories.formats.base import (
+from contract.formats.base import (
     ACTION,
     REASON,
     ParsedTrajectory,

@@ -1,6 +1,6 @@
 """The Distillery Python client: a small synchronous wrapper over the HTTP API (httpx).
 
-    from app.client import DistilleryClient
+    from distillery import DistilleryClient
 
     with DistilleryClient("http://127.0.0.1:8000", key="dk_…") as api:
         api.ingest_batch(trajectories)                        # POST /v1/trajectories/batch
@@ -20,6 +20,7 @@ connection with ``Last-Event-ID``, so no event is lost or repeated. Torch-free; 
 
 from __future__ import annotations
 
+import json as jsonlib
 import os
 import time
 from collections.abc import Iterator
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -87,7 +87,7 @@ class DistilleryClient:
     def _json(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
               headers: dict[str, str] | None = None) -> Any:
         params = {k: v for k, v in (params or {}).items() if v is not None}
-        content = orjson.dumps(json) if json is not None else None
+        content = jsonlib.dumps(json, ensure_ascii=False).encode() if json is not None else None
         hdrs = {"Content-Type": "application/json", **(headers or {})} if content is not None else headers
         return self._check(self.http.request(method, path, content=content, params=params, headers=hdrs)).json()
 
@@ -129,7 +129,7 @@ class DistilleryClient:
                 self._check(response)
             for line in response.iter_lines():
                 if line.strip():
-                    yield orjson.loads(line)
+                    yield jsonlib.loads(line)
 
     # -- jobs ----------------------------------------------------------------------------------------------
 
@@ -262,8 +262,8 @@ def _parse_sse(lines: Iterator[str]) -> Iterator[Event]:
             if data:
                 payload = "\n".join(data)
                 try:
-                    parsed = orjson.loads(payload)
-                except orjson.JSONDecodeError:
+                    parsed = jsonlib.loads(payload)
+                except ValueError:
                     parsed = {"raw": payload}
                 yield Event(id=event_id, event=kind, data=parsed if isinstance(parsed, dict) else {"value": parsed})
             event_id, kind, data = None, "message", []

@@ -1,6 +1,6 @@
 """``distillery jobs …``: submit, list, show, follow, cancel and retry jobs, list workers, fetch artifacts.
 
-These commands talk HTTP to a running API through ``app.client.DistilleryClient``: ``--api`` (default
+These commands talk HTTP to a running API through ``distillery.client.DistilleryClient``: ``--api`` (default
 ``$DISTILLERY_API_URL`` or http://127.0.0.1:8000) and ``--key`` (``$DISTILLERY_API_KEY``). Errors print the
 problem's code, detail and field errors on stderr and exit 1. ``follow`` draws a live progress bar from
 the job's Server-Sent Events and exits 0 when the job succeeded, 1 otherwise.
@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from app.client import DistilleryClient, DistilleryError
+from distillery import DistilleryClient, DistilleryError
 
 jobs_cli = typer.Typer(help="Distillation jobs, through the HTTP API (--api, --key).", no_args_is_help=True)
 

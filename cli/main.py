@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli_jobs import jobs_cli
+from cli.jobs import jobs_cli
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 

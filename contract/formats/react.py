@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from app.trajectories.formats.base import (
+from contract.formats.base import (
     OBSERVATION,
     Label,
     ParsedTrajectory,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.trajectories.formats.base import (
+from contract.formats.base import (
     FormatError,
     ParsedTrajectory,
     auto_spans,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.trajectories.formats.base import (
+from contract.formats.base import (
     UNSTORABLE_JSON,
     ParsedTrajectory,
     auto_spans,
@@ -39,7 +39,7 @@ from app.trajectories.formats.base import (
     req_str,
     try_json,
 )
-from app.trajectories.formats.openai import split_calls
+from contract.formats.openai import split_calls
 
 _FROM = {"human": "user", "gpt": "assistant", "function_call": "assistant", "observation": "tool",
          "tool": "tool", "system": "system"}

@@ -1,0 +1,1 @@
+"""The ``distillery`` command: the front door above the API (``app``) and the worker (``worker``)."""

@@ -1,0 +1,84 @@
+"""What a job handler gets (``JobContext``) and the job errors, with their permanence defined once.
+
+A handler is ``handler(ctx: JobContext) -> dict``; the dict is stored as the job's ``result``. It
+must call ``ctx.should_stop()`` regularly (the trainer does so every step) and, when that turns
+True, save what it has (a checkpoint) and return ``{"status": "stopped", ...}``: the worker then
+cancels the job or hands it back, depending on why it stopped. A job that runs again (after a
+hand-back or a dead worker) gets the same ``out_dir`` and resumes from what it finds there.
+
+Permanence: ``is_permanent(exc)`` is the one rule, used in-process (the worker loop) and under
+torchrun (the ranks' exit code, read back by the launcher). A permanent error fails the job at once;
+any other exception is retried with backoff up to ``max_attempts``. Permanent are: every
+``PermanentJobError`` (``BadJobInput`` — a config or data the trainer cannot use: nothing to train,
+a checkpoint from another run; ``ModelLoadError`` — a model that cannot be loaded, named in the
+message), an incompatible teacher (``contract.vocab.TokenizerMismatch``) and an invalid config
+(pydantic's ``ValidationError``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from contract.rundir import RunDir
+from contract.vocab import TokenizerMismatch
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+
+class PermanentJobError(Exception):
+    """A failure that retrying cannot fix (bad config, missing dataset): the job fails at once."""
+
+
+class BadJobInput(PermanentJobError, ValueError):
+    """The job's config or data cannot be trained on (nothing trainable, a checkpoint of another run)."""
+
+
+class ModelLoadError(PermanentJobError):
+    """A model or tokenizer that cannot be loaded; the message names it and where it was looked up."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when retrying ``exc`` cannot help (see the module docstring): one rule for every launcher."""
+    if isinstance(exc, PermanentJobError | TokenizerMismatch):
+        return True
+    try:
+        from pydantic import ValidationError
+    except ImportError:  # pragma: no cover - pydantic is a dependency of every install
+        return False
+    return isinstance(exc, ValidationError)
+
+
+@dataclass
+class JobContext:
+    job_id: uuid.UUID
+    kind: str
+    config: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    dataset_id: uuid.UUID | None
+    out_dir: Path
+    settings: Settings
+    _report_progress: Callable[[dict[str, Any]], None] = field(repr=False)
+    _log: Callable[[str, str, dict[str, Any] | None], None] = field(repr=False)
+    _should_stop: Callable[[], bool] = field(repr=False)
+
+    @property
+    def run_dir(self) -> RunDir:
+        return RunDir(self.out_dir)
+
+    def report_progress(self, progress: dict[str, Any]) -> None:
+        """Store the job's progress ({step, total, tokens_per_s, eta_s, ...}) and a progress event."""
+        self._report_progress(progress)
+
+    def log(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
+        """A line in the job's event log (and the worker's log)."""
+        self._log(message, level, data)
+
+    def should_stop(self) -> bool:
+        """True once the job must stop: cancel requested, worker shutting down, or lease lost."""
+        return self._should_stop()

@@ -1,0 +1,106 @@
+"""Loading models and tokenizers for training and evaluation: offline-aware, never remote code.
+
+`load_tokenizers` checks a teacher's vocabulary against the student's (`contract.vocab`) before any
+weights are loaded; `load_student` adds gradient checkpointing and LoRA; `load_teacher` freezes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+
+from contract.vocab import check_tokenizer_compatibility, real_vocab_size
+
+if TYPE_CHECKING:
+    from contract.job_config import DistillConfig
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_tokenizers(student: str, teacher: str | None) -> tuple[Any, int]:
+    """The student tokenizer and its real vocabulary size; a teacher's tokenizer must match it (else
+    `TokenizerMismatch`, before any weights are loaded)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(student, trust_remote_code=False, local_files_only=_offline())
+    if teacher is not None:
+        teacher_tok = AutoTokenizer.from_pretrained(teacher, trust_remote_code=False, local_files_only=_offline())
+        check_tokenizer_compatibility(tokenizer, teacher_tok)
+    return tokenizer, real_vocab_size(tokenizer)
+
+
+def check_embedding_rows(model: torch.nn.Module, vocab_size: int, name: str) -> None:
+    rows = model.get_input_embeddings().weight.shape[0]  # type: ignore[operator]
+    if rows < vocab_size:
+        raise ValueError(f"{name} has {rows} embedding rows but its tokenizer has {vocab_size} tokens")
+
+
+def load_model(name: str, device: torch.device, vocab_size: int) -> torch.nn.Module:
+    """A causal LM in fp32 (never remote code; offline when HF_HUB_OFFLINE is set)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        name, dtype=torch.float32, trust_remote_code=False, local_files_only=_offline()
+    )
+    check_embedding_rows(model, vocab_size, name)
+    return model.to(device)  # type: ignore[arg-type]  # transformers' decorated .to() confuses mypy
+
+
+def load_student(config: DistillConfig, device: torch.device, vocab_size: int) -> torch.nn.Module:
+    """fp32 master weights (bf16 autocast on CUDA), optional gradient checkpointing and LoRA adapters."""
+    model: Any
+    lora = config.training.lora
+    if lora is not None:
+        try:
+            import peft
+        except ImportError as exc:
+            raise RuntimeError(
+                "training.lora needs the 'peft' package: pip install 'distillery[lora]' (or pip install peft)"
+            ) from exc
+    model = load_model(config.student_model, device, vocab_size)
+    if config.training.gradient_checkpointing:
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        model.config.use_cache = False
+    if lora is not None:
+        model = peft.get_peft_model(
+            model,
+            peft.LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    return model.to(device)
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("resources.device='cuda' but no CUDA device is available")
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cuda")
+
+
+def load_teacher(path: str | Path, device: Any = "cpu", dtype: Any = None) -> Any:
+    """Load a causal LM as a frozen teacher: eval() mode, every parameter requires_grad=False."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype if dtype is not None else "auto")
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model
