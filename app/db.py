@@ -53,10 +53,6 @@ class Database:
         self.engine.dispose()
 
 
-def get_database(request: Request) -> Database:
-    return request.app.state.db  # type: ignore[no-any-return]
-
-
 def session_scope(db: Database) -> Iterator[Session]:
     session = db.sessionmaker()
     try:

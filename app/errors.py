@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contract.validation import pydantic_errors
+from contract.validation import FieldError, pydantic_errors
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class AppError(Exception):
         detail: str,
         *,
         code: str | None = None,
-        errors: list[dict[str, Any]] | None = None,
+        errors: list[FieldError] | None = None,
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
@@ -122,8 +122,8 @@ def problem_response(err: AppError, request: Request | None = None) -> JSONRespo
     )
 
 
-def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [dict(e) for e in pydantic_errors(exc.errors())]
+def validation_errors(exc: RequestValidationError) -> list[FieldError]:
+    return pydantic_errors(exc.errors())
 
 
 def is_connection_error(exc: BaseException) -> bool:

@@ -17,7 +17,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import TypedDict
+
+from contract.spans import Message, Span, SpanKind
 
 # Line-start markers, searched as "\n" + marker (a literal first character keeps sre fast) plus one
 # match at offset 0; the exit-code and traceback checks run only when a cheap substring test hits.
@@ -41,13 +44,23 @@ def looks_like_error(text: str) -> bool:
     return ("exit" in low or "return" in low) and _EXIT_CODE.search(text) is not None
 
 
-def compute_complexity(messages: list[dict[str, Any]], spans: list[dict[str, Any]]) -> dict[str, Any]:
-    observed = {s["message"] for s in spans if s["kind"] == "observation"}
+class Complexity(TypedDict):
+    """What ``compute_complexity`` returns (stored as the trajectory's ``complexity`` JSON)."""
+
+    n_actions: int
+    n_steps: int
+    n_chars: int
+    n_tool_errors: int
+    score: float
+
+
+def compute_complexity(messages: Sequence[Message], spans: Sequence[Span]) -> Complexity:
+    observed = {s["message"] for s in spans if s["kind"] == SpanKind.OBSERVATION}
     n_tool_errors = sum(
         1 for i, m in enumerate(messages)
         if (m["role"] == "tool" or i in observed) and looks_like_error(m["text"])
     )
-    n_actions = sum(1 for s in spans if s["kind"] == "action")
+    n_actions = sum(1 for s in spans if s["kind"] == SpanKind.ACTION)
     n_chars = sum(len(m["text"]) for m in messages)
     return {
         "n_actions": n_actions,

@@ -168,8 +168,11 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
             meta = json.loads((path / "meta.json").read_text())
         except (OSError, ValueError):
             continue
-        if meta.get("complete") is True:
-            found.append((int(meta["step"]), path))
+        if not isinstance(meta, dict):
+            continue
+        step = meta.get("step")
+        if meta.get("complete") is True and isinstance(step, int) and not isinstance(step, bool):
+            found.append((step, path))
     return sorted(found)
 
 

@@ -5,12 +5,19 @@ are not integers) and `kind` in KINDS; `message` indexes an existing message; 0 
 len(text) in code points (Python str indices); reason/action only in assistant messages,
 observation only in tool or user messages; spans sorted by (message, start) and never overlapping.
 Extra keys are ignored. Each error names the offending span (`spans[i].field`) and says why.
+
+The types are TypedDicts over plain JSON, so a message or a span round-trips through JSON unchanged.
+`SpanKind` is a StrEnum: a kind read back from JSON is a plain string equal to its member, so kinds
+are compared with `==` / `in` (never `is`, never `.value`), and `SpanKind(kind)` turns one into a member.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, get_args
+
+from contract.validation import FieldError
 
 
 class SpanKind(StrEnum):
@@ -24,7 +31,8 @@ class SpanKind(StrEnum):
 KINDS: tuple[str, ...] = tuple(k.value for k in SpanKind)
 SUPERVISED_KINDS: tuple[str, ...] = (SpanKind.REASON.value, SpanKind.ACTION.value)  # trained; observation never
 Role = Literal["system", "user", "assistant", "tool"]
-ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+ROLES: tuple[str, ...] = get_args(Role)
+Split = Literal["train", "eval"]
 
 
 class Span(TypedDict):
@@ -33,26 +41,31 @@ class Span(TypedDict):
     message: int
     start: int
     end: int
-    kind: str  # a SpanKind value
+    kind: SpanKind
 
 
 class ToolCall(TypedDict):
     """A structured tool call kept beside the rendered text; ``arguments`` exactly as received."""
 
-    id: NotRequired[str | None]
+    id: str | None
     name: str
     arguments: Any
 
 
 class Message(TypedDict):
-    """A canonical message. ``text`` is what spans index into and what training renders."""
+    """A canonical message. ``text`` is what spans index into and what training renders.
 
-    role: str  # a Role
+    ``loss: false`` marks a message that is never trained (ShareGPT's per-turn flag);
+    ``raw_tool_calls`` keeps a smolagents tool-call log that is not in the usual shape, verbatim.
+    """
+
+    role: Role
     text: str
     tool_calls: NotRequired[list[ToolCall]]
-    tool_call_id: NotRequired[str | None]
-    name: NotRequired[str | None]
+    tool_call_id: NotRequired[str]
+    name: NotRequired[str]
     loss: NotRequired[bool]
+    raw_tool_calls: NotRequired[str]
 
 
 class DatasetRecord(TypedDict):
@@ -63,7 +76,7 @@ class DatasetRecord(TypedDict):
     spans: list[Span]
     tools: list[Any] | None
     complexity: float | None
-    split: str
+    split: Split
     source: NotRequired[str | None]
     task_type: NotRequired[str | None]
     outcome: NotRequired[str | None]
@@ -72,11 +85,13 @@ class DatasetRecord(TypedDict):
     span_revision: NotRequired[int]
 
 
-_ROLES_FOR_KIND = {"reason": ("assistant",), "action": ("assistant",), "observation": ("tool", "user")}
+_ROLES_FOR_KIND: dict[str, tuple[str, ...]] = {
+    SpanKind.REASON: ("assistant",), SpanKind.ACTION: ("assistant",), SpanKind.OBSERVATION: ("tool", "user"),
+}
 _MAX_ERRORS = 50
 
 
-def _error(field: str, code: str, message: str) -> dict[str, str]:
+def _error(field: str, code: str, message: str) -> FieldError:
     return {"field": field, "code": code, "message": message}
 
 
@@ -84,7 +99,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check(messages: list[dict[str, Any]], span: Any, f: str) -> list[dict[str, str]]:
+def _check(messages: Sequence[Message], span: Any, f: str) -> list[FieldError]:
     """The errors of one span taken alone."""
     if not isinstance(span, dict):
         return [_error(f, "invalid_type", f"{f} must be an object {{message, start, end, kind}}")]
@@ -122,11 +137,11 @@ def _check(messages: list[dict[str, Any]], span: Any, f: str) -> list[dict[str, 
     return errors
 
 
-def validate_spans(messages: list[dict[str, Any]], spans: Any) -> list[dict[str, str]]:
+def validate_spans(messages: Sequence[Message], spans: Any) -> list[FieldError]:
     """Errors [{"field", "code", "message"}] for `spans` over canonical `messages`; [] when valid."""
     if not isinstance(spans, list):
         return [_error("spans", "invalid_type", "spans must be an array of span objects")]
-    errors: list[dict[str, str]] = []
+    errors: list[FieldError] = []
     prev: tuple[int, int, int, int] | None = None  # (index, message, start, end) of the last good span
     for i, span in enumerate(spans):
         if len(errors) >= _MAX_ERRORS:
@@ -153,7 +168,7 @@ def validate_spans(messages: list[dict[str, Any]], spans: Any) -> list[dict[str,
     return errors
 
 
-def span_kind_chars(messages: list[dict[str, Any]], spans: list[dict[str, Any]]) -> dict[str, int]:
+def span_kind_chars(messages: Sequence[Message], spans: Sequence[Span]) -> dict[str, int]:
     """Characters covered per kind (all KINDS present); `spans` are assumed valid."""
     totals = dict.fromkeys(KINDS, 0)
     for span in spans:

@@ -9,18 +9,21 @@ under the field that held it (``config.training.lr``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class FieldError(TypedDict):
-    """One entry of a problem's ``errors``: where, a stable code, and why."""
+    """One entry of a problem's ``errors``: where, a stable code, and why (``op``: the edit operation
+    that produced the offending span, when a span edit is refused)."""
 
     field: str
     code: str
     message: str
+    op: NotRequired[str]
 
 
 def field_path(loc: Sequence[Any], prefix: str = "") -> str:
+    """``loc`` as a field path (see the module docstring), nested under ``prefix`` when given."""
     parts = list(loc)
     if parts and parts[0] == "body":
         parts = parts[1:]

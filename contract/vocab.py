@@ -1,4 +1,4 @@
-"""Teacher loading and the student/teacher tokenizer compatibility check (DESIGN §5 "Teacher signal").
+"""The student/teacher tokenizer compatibility check (DESIGN §5 "Teacher signal").
 
 KL needs one shared vocabulary. `check_tokenizer_compatibility` compares the token → id maps
 (added tokens included) and, for BPE, the merge lists; it raises `TokenizerMismatch` saying what

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-Span = dict[str, Any]
+from contract.spans import Span
 
 
 def _key(s: Span) -> tuple[int, int, int, str]:

@@ -23,19 +23,18 @@ per resulting span, the op that last produced it, so such errors can name the op
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from app.annotations.schemas import AddOp, DeleteOp, EditOp, MergeOp, MoveOp, SetKindOp, SplitOp
-from contract.spans import validate_spans
-
-Span = dict[str, Any]
+from contract.spans import Message, Span, SpanKind, validate_spans
+from contract.validation import FieldError
 
 
 class EditError(Exception):
     def __init__(self, field: str, code: str, message: str) -> None:
         super().__init__(message)
-        self.error = {"field": field, "code": code, "message": message}
+        self.error: FieldError = {"field": field, "code": code, "message": message}
 
 
 @dataclass
@@ -44,7 +43,7 @@ class _Item:
     op: int | None  # the op that last produced this span; None = unchanged from the stored set
 
 
-def _check_alone(messages: list[dict[str, Any]], span: Span, field: str) -> None:
+def _check_alone(messages: Sequence[Message], span: Span, field: str) -> None:
     """Raise for the first rule ``span`` breaks by itself (reusing the span validator)."""
     errors = validate_spans(messages, [span])
     if errors:
@@ -59,18 +58,18 @@ def _at(items: list[_Item], index: int, field: str) -> _Item:
     return items[index]
 
 
-def _apply(messages: list[dict[str, Any]], items: list[_Item], op: EditOp, i: int) -> None:
+def _apply(messages: Sequence[Message], items: list[_Item], op: EditOp, i: int) -> None:
     f = f"ops[{i}]"
     if isinstance(op, SetKindOp):
         item = _at(items, op.index, f)
-        span = {**item.span, "kind": op.kind}
+        span: Span = {**item.span, "kind": SpanKind(op.kind)}
         _check_alone(messages, span, f)
         items[op.index] = _Item(span, i)
     elif isinstance(op, MoveOp):
         item = _at(items, op.index, f)
         if op.start is None and op.end is None:
             raise EditError(f, "nothing_to_move", f"{f} gives neither start nor end")
-        span = {**item.span}
+        span = Span(**item.span)
         if op.start is not None:
             span["start"] = op.start
         if op.end is not None:
@@ -84,9 +83,10 @@ def _apply(messages: list[dict[str, Any]], items: list[_Item], op: EditOp, i: in
             raise EditError(f"{f}.at", "split_outside_span",
                             f"{f}.at is {op.at}; it must lie strictly inside spans[{op.index}] "
                             f"({s['start']}..{s['end']})")
-        right = {**s, "start": op.at, "kind": op.kind_right or s["kind"]}
+        right: Span = {**s, "start": op.at, "kind": SpanKind(op.kind_right or s["kind"])}
         _check_alone(messages, right, f)
-        items[op.index:op.index + 1] = [_Item({**s, "end": op.at}, i), _Item(right, i)]
+        left: Span = {**s, "end": op.at}
+        items[op.index:op.index + 1] = [_Item(left, i), _Item(right, i)]
     elif isinstance(op, MergeOp):
         left = _at(items, op.index, f).span
         if op.index + 1 >= len(items):
@@ -101,27 +101,27 @@ def _apply(messages: list[dict[str, Any]], items: list[_Item], op: EditOp, i: in
             raise EditError(f, "merge_over_text",
                             f"{f}: between spans[{op.index}] and spans[{op.index + 1}] lies non-whitespace text "
                             f"({left['end']}..{right['start']}); move a bound instead")
-        merged = {**left, "end": max(left["end"], right["end"]), "kind": op.kind or left["kind"]}
+        merged: Span = {**left, "end": max(left["end"], right["end"]), "kind": SpanKind(op.kind or left["kind"])}
         _check_alone(messages, merged, f)
         items[op.index:op.index + 2] = [_Item(merged, i)]
     elif isinstance(op, DeleteOp):
         _at(items, op.index, f)
         del items[op.index]
     elif isinstance(op, AddOp):
-        span = {"message": op.message, "start": op.start, "end": op.end, "kind": op.kind}
+        span = {"message": op.message, "start": op.start, "end": op.end, "kind": SpanKind(op.kind)}
         _check_alone(messages, span, f)
         items.append(_Item(span, i))
     else:  # pragma: no cover - the schema admits no other op
         raise EditError(f, "unknown_op", f"{f} is not a known operation")
 
 
-def apply_ops(messages: list[dict[str, Any]], spans: list[Span], ops: list[EditOp]
+def apply_ops(messages: Sequence[Message], spans: list[Span], ops: list[EditOp]
               ) -> tuple[list[Span], list[int | None]]:
     """The span set after ``ops``, and for each resulting span the op that produced it (or None).
 
     Raises ``EditError`` for the first op that cannot apply; nothing is changed then.
     """
-    items = [_Item(dict(s), None) for s in spans]
+    items = [_Item(Span(**s), None) for s in spans]
     for i, op in enumerate(ops):
         _apply(messages, items, op, i)
         items.sort(key=lambda it: (it.span["message"], it.span["start"]))

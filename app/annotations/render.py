@@ -12,17 +12,16 @@ piece of trajectory text (messages, ids, source) is HTML-escaped.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from contract.spans import KINDS
+from contract.spans import KINDS, Message, Span, SpanKind
 
-Span = dict[str, Any]
-
-_COLOURS = {"reason": "#fde68a", "action": "#bfdbfe", "observation": "#bbf7d0"}
+_COLOURS = {SpanKind.REASON: "#fde68a", SpanKind.ACTION: "#bfdbfe", SpanKind.OBSERVATION: "#bbf7d0"}
 
 
-def _by_message(spans: list[Span]) -> dict[int, list[tuple[int, Span]]]:
+def _by_message(spans: Sequence[Span]) -> dict[int, list[tuple[int, Span]]]:
     out: dict[int, list[tuple[int, Span]]] = defaultdict(list)
     for n, s in enumerate(spans):
         out[s["message"]].append((n, s))
@@ -43,7 +42,7 @@ def _pieces(text: str, spans: list[tuple[int, Span]]) -> list[tuple[str, tuple[i
     return out
 
 
-def render_text(messages: list[dict[str, Any]], spans: list[Span]) -> str:
+def render_text(messages: Sequence[Message], spans: Sequence[Span]) -> str:
     by_message = _by_message(spans)
     blocks = []
     for i, m in enumerate(messages):
@@ -64,7 +63,7 @@ pre { margin: 0; padding: .6rem; white-space: pre-wrap; word-break: break-word; 
 """ + "".join(f".k-{k} {{ background: {c}; }}\n" for k, c in _COLOURS.items())
 
 
-def render_html(meta: dict[str, Any], messages: list[dict[str, Any]], spans: list[Span], revision: int) -> str:
+def render_html(meta: dict[str, Any], messages: Sequence[Message], spans: Sequence[Span], revision: int) -> str:
     """``meta``: id, source, format, status (shown in the header)."""
     by_message = _by_message(spans)
     sections = []

@@ -25,6 +25,8 @@ from sqlalchemy.orm import Session, aliased
 
 from app.annotations.schemas import BulkFilter
 from app.models import AnnotationLease, ReviewEvent, SpanRevision, Trajectory
+from contract.complexity import Complexity
+from contract.spans import Span
 
 EDITABLE_STATUSES = ("pending", "in_review")
 
@@ -54,7 +56,7 @@ def get_revision(session: Session, trajectory_id: uuid.UUID, revision: int) -> S
 
 
 def advance_revision(session: Session, trajectory_id: uuid.UUID, expected: int,
-                     complexity: dict[str, Any]) -> bool:
+                     complexity: Complexity) -> bool:
     """Compare-and-set ``span_revision`` from ``expected`` to ``expected + 1`` on an editable trajectory."""
     stmt = (
         update(trajectories)
@@ -73,7 +75,7 @@ def current_state(session: Session, trajectory_id: uuid.UUID) -> Any:
     return session.execute(stmt).first()
 
 
-def insert_revision(session: Session, trajectory_id: uuid.UUID, revision: int, spans: list[dict[str, Any]],
+def insert_revision(session: Session, trajectory_id: uuid.UUID, revision: int, spans: list[Span],
                     author_key_id: str, reason: str | None) -> Row[Any]:
     stmt = (
         insert(revisions)
@@ -263,7 +265,7 @@ def claimed_trajectory(session: Session, trajectory_id: uuid.UUID) -> Any:
 # ---- stats --------------------------------------------------------------------------------------
 
 def approved_auto_vs_final(session: Session, *, source: str | None, format: str | None
-                           ) -> Iterator[tuple[str, list[dict[str, Any]], list[dict[str, Any]], int]]:
+                           ) -> Iterator[tuple[str, list[Span], list[Span], int]]:
     """(format, revision-1 spans, current spans, current revision) of approved, auto-segmented trajectories."""
     first, final = aliased(SpanRevision), aliased(SpanRevision)
     stmt = (

@@ -32,7 +32,7 @@ from app.annotations.schemas import (
 )
 from app.auth import Principal, Reader, require, require_any
 from app.db import SessionDep
-from app.errors import ValidationFailed
+from app.pagination import invalid_cursor
 from app.trajectories.schemas import Format
 
 router = APIRouter(tags=["annotations"])
@@ -91,8 +91,7 @@ def list_revisions(trajectory_id: uuid.UUID, session: SessionDep, _: Reader, cur
     """Every revision, oldest first; pass ``next_cursor`` back as ``cursor``."""
     service.trajectory_or_404(session, trajectory_id)
     if cursor is not None and not cursor.isdigit():
-        raise ValidationFailed("The cursor is not valid.", code="invalid_cursor",
-                               errors=[{"field": "cursor", "code": "invalid", "message": "not a cursor"}])
+        raise invalid_cursor()
     rows = repo.list_revisions(session, trajectory_id, int(cursor or 0), limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]

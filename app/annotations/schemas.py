@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.trajectories.schemas import Format, Outcome, SpanKind, SpanModel
+from app.trajectories.schemas import Format, KindName, Outcome, SpanModel
 
 ReviewAction = Literal["start", "approve", "reject", "reopen"]
 MAX_OPS = 1000
@@ -50,7 +50,7 @@ class SpansReplace(_Strict):
 class SetKindOp(_Strict):
     op: Literal["set_kind"]
     index: int = Field(ge=0)
-    kind: SpanKind
+    kind: KindName
 
 
 class MoveOp(_Strict):
@@ -64,13 +64,13 @@ class SplitOp(_Strict):
     op: Literal["split"]
     index: int = Field(ge=0)
     at: int = Field(ge=0, description="Offset in the message; start < at < end.")
-    kind_right: SpanKind | None = Field(None, description="Kind of the right part (default: the span's kind).")
+    kind_right: KindName | None = Field(None, description="Kind of the right part (default: the span's kind).")
 
 
 class MergeOp(_Strict):
     op: Literal["merge"]
     index: int = Field(ge=0, description="Merged with the span at index + 1.")
-    kind: SpanKind | None = Field(None, description="Kind of the merged span (default: the left span's kind).")
+    kind: KindName | None = Field(None, description="Kind of the merged span (default: the left span's kind).")
 
 
 class DeleteOp(_Strict):
@@ -83,7 +83,7 @@ class AddOp(_Strict):
     message: int = Field(ge=0)
     start: int = Field(ge=0)
     end: int = Field(ge=0)
-    kind: SpanKind
+    kind: KindName
 
 
 EditOp = Annotated[SetKindOp | MoveOp | SplitOp | MergeOp | DeleteOp | AddOp, Field(discriminator="op")]

@@ -48,7 +48,7 @@ from app.errors import (
 from app.models import SpanRevision, Trajectory
 from app.trajectories.service import LimitExceeded
 from contract.complexity import compute_complexity
-from contract.spans import validate_spans
+from contract.spans import Span, SpanKind, validate_spans
 
 TRANSITIONS: dict[str, dict[str, str]] = {
     "pending": {"start": "in_review", "approve": "approved", "reject": "rejected"},
@@ -57,8 +57,6 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "rejected": {"reopen": "in_review"},
 }
 CLAIM_ATTEMPTS = 8
-
-_SPAN_KEYS = ("message", "start", "end", "kind")
 
 
 def allowed_actions(status: str) -> list[str]:
@@ -126,11 +124,13 @@ def _not_editable(status: str) -> Conflict:
 
 # ---- writes -------------------------------------------------------------------------------------
 
-def _normalize(spans: list[Any]) -> list[dict[str, Any]]:
-    return [{k: s[k] for k in _SPAN_KEYS} for s in spans]
+def _normalize(spans: list[Any]) -> list[Span]:
+    """Only the span keys of valid spans (a client may send more; they are not stored)."""
+    return [{"message": s["message"], "start": s["start"], "end": s["end"], "kind": SpanKind(s["kind"])}
+            for s in spans]
 
 
-def _write(session: Session, row: Trajectory, expected: int, spans: list[dict[str, Any]], author: str,
+def _write(session: Session, row: Trajectory, expected: int, spans: list[Span], author: str,
            reason: str | None) -> tuple[SpanRevision | Any, bool]:
     current = revision_or_404(session, row.id, expected)
     if spans == _normalize(current.spans):

@@ -21,9 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.spans import KINDS
-
-Span = dict[str, Any]
+from contract.spans import KINDS, Span
 
 
 def _intervals(spans: list[Span], kind: str) -> dict[int, list[tuple[int, int]]]:

@@ -2,7 +2,7 @@
 
 Two shapes, one JSON object per line:
 
-- ``jsonl``: the CONTRACTS dataset record plus metadata: ``{id, messages, spans, tools,
+- ``jsonl``: the dataset record (``contract.spans.DatasetRecord``): ``{id, messages, spans, tools,
   complexity, split, source, task_type, outcome, reward, teacher_model, span_revision}`` with
   canonical messages and the pinned spans, exactly as the trainer consumes it.
 - ``openai``: the chat fine-tuning shape that OpenAI fine-tuning and TRL's SFTTrainer read:
@@ -30,14 +30,14 @@ from sqlalchemy.orm import Session
 from app.datasets import records
 from contract.formats.base import export_arguments
 from contract.formats.openai import split_calls
+from contract.spans import SUPERVISED_KINDS, DatasetRecord
 
 CHUNK_BYTES = 64 * 1024
-SUPERVISED = ("reason", "action")
 
 
-def openai_record(record: dict[str, Any]) -> dict[str, Any]:
+def openai_record(record: DatasetRecord) -> dict[str, Any]:
     """One dataset record in the OpenAI / TRL chat fine-tuning shape."""
-    supervised = {s["message"] for s in record["spans"] if s["kind"] in SUPERVISED}
+    supervised = {s["message"] for s in record["spans"] if s["kind"] in SUPERVISED_KINDS}
     emitted: set[str] = set()
     out: list[dict[str, Any]] = []
     for i, msg in enumerate(record["messages"]):

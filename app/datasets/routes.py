@@ -35,12 +35,6 @@ DatasetReader = Annotated[Principal, Depends(require_any("curate", "operate"))]
 NDJSON = "application/x-ndjson"
 
 
-
-
-
-
-
-
 @router.post("", status_code=201, response_model=DatasetRead,
              responses={422: {"description": "Invalid request, or empty_dataset: the filter selects nothing."}})
 def create_dataset(body: DatasetCreate, response: Response, session: SessionDep, principal: Curator) -> Any:

@@ -1,5 +1,5 @@
 """Jobs: distillation and evaluation runs, queued in Postgres and executed by workers.
 
-`schemas.py` holds the torch-free job configs (`DistillConfig`, `EvaluateConfig`) that the API validates at
-submit time and the worker hands to the trainer unchanged.
+The job configs (``DistillConfig``, ``EvaluateConfig``) live in ``contract.job_config``: the API validates
+them at submit time (``validation.py``) and the worker hands them to the trainer unchanged.
 """

@@ -1,8 +1,8 @@
 """A job's files: listed and served from its folder ``settings.data_dir/jobs/{id}`` and nowhere else.
 
-Workers write there (``metrics.jsonl``, ``eval_before.json``, ``eval_report.json``, ``loss_curves.png``,
-``checkpoints/step-N/`` with ``meta.json``, ``final/`` in ``save_pretrained`` form), so the API and the
-workers must share ``data_dir`` (one host, or a shared volume). Hidden entries (a checkpoint being
+Workers write there (the run-directory layout of ``contract.rundir``: metrics, reports, the loss-curve
+plot, checkpoints with their ``meta.json``, the final model in ``save_pretrained`` form), so the API and
+the workers must share ``data_dir`` (one host, or a shared volume). Hidden entries (a checkpoint being
 assembled) and symbolic links are never listed; a requested path is resolved, symlinks followed, and
 must still be a regular file inside the job's folder, so ``..``, absolute paths and links out of the
 folder all answer 404.
@@ -11,7 +11,6 @@ folder all answer 404.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 from collections.abc import Iterator
@@ -20,23 +19,22 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from app.errors import NotFound
-
-_REPORTS = {"eval_report.json", "eval_before.json", "result.json"}
+from contract import rundir
 
 
 def artifact_kind(rel: PurePosixPath) -> str:
     top, name = rel.parts[0], rel.name
-    if top == "checkpoints":
+    if top == rundir.CHECKPOINTS:
         return "checkpoint"
-    if top == "final":
+    if top == rundir.FINAL:
         return "model"
-    if top == "inputs":
+    if top == rundir.INPUTS:
         return "input"
-    if name in _REPORTS:
+    if name in rundir.REPORTS:
         return "report"
     if name.endswith((".png", ".svg", ".jpg")):
         return "plot"
-    if name == "metrics.jsonl":
+    if name == rundir.METRICS:
         return "metrics"
     if name.endswith(".log"):
         return "log"
@@ -98,47 +96,3 @@ def resolve_artifact(root: Path, rel: str) -> Path:
         raise missing
     return target
 
-
-def checkpoint_metas(root: Path) -> list[dict[str, Any]]:
-    """``meta.json`` of each complete checkpoint (step order), without the config it repeats."""
-    out: list[dict[str, Any]] = []
-    base = root / "checkpoints"
-    if not base.is_dir():
-        return out
-    for meta_path in sorted(base.glob("step-*/meta.json")):
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if not meta.get("complete", True):
-            continue
-        meta.pop("config", None)
-        out.append({"path": meta_path.parent.relative_to(root).as_posix(), **meta})
-    return out
-
-
-def read_metrics(path: Path, after_step: int, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(step rows, eval rows) of a metrics.jsonl with step > after_step; at most ``limit`` step rows.
-
-    Eval rows are returned up to the last step row returned, so paging never drops one."""
-    rows: list[dict[str, Any]] = []
-    evals: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:  # a line being written right now
-                continue
-            step = row.get("step")
-            if not isinstance(step, int) or step <= after_step:
-                continue
-            if "eval" in row:
-                if len(rows) < limit or (rows and step <= rows[-1]["step"]):
-                    evals.append(row)
-                continue
-            if len(rows) >= limit:
-                break
-            rows.append(row)
-    return rows, evals

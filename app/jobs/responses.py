@@ -1,4 +1,4 @@
-"""Response shapes of the jobs and workers API (the job *configs* are in ``app/jobs/schemas.py``).
+"""Response shapes of the jobs and workers API (the job *configs* are in ``contract/job_config.py``).
 
 ``job_read`` turns a ``jobs`` row into ``JobRead``: the trainer's raw progress row
 (``loss_reason``, ``weight_action``, …) is presented as ``{step, total, tokens_per_s, eta_s, losses,

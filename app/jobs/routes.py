@@ -65,12 +65,6 @@ async def submit_job(request: Request, response: Response, session: SessionDep, 
     return out
 
 
-
-
-
-
-
-
 @router.get("", response_model=JobPage)
 def list_jobs(session: SessionDep, _: Operator, status: JobStatus | None = None, kind: str | None = None,
               dataset_id: uuid.UUID | None = None, cursor: str | None = None,

@@ -19,7 +19,7 @@ from app.errors import Conflict, NotFound
 from app.jobs import artifacts, queue
 from app.jobs import repository as repo
 from app.jobs.validation import validate_submission
-from app.models.job import TERMINAL_STATUSES
+from contract.rundir import FINAL, RunDir, checkpoint_metas, read_metrics
 
 
 def get_or_404(session: Session, job_id: uuid.UUID) -> Row[Any]:
@@ -62,17 +62,12 @@ def retry(session: Session, job_id: uuid.UUID, actor: str) -> Row[Any]:
     return row
 
 
-def is_terminal(status: str | None) -> bool:
-    return status in TERMINAL_STATUSES
-
-
 def metrics(session: Session, settings: Settings, job_id: uuid.UUID, after_step: int, limit: int) -> dict[str, Any]:
     """Per-step metrics from the run's metrics.jsonl, else from the progress events."""
     get_or_404(session, job_id)
-    path = settings.job_dir(job_id) / "metrics.jsonl"
     source = "file"
     try:
-        rows, evals = artifacts.read_metrics(path, after_step, limit)
+        rows, evals = read_metrics(RunDir(settings.job_dir(job_id)).metrics, after_step, limit)
     except FileNotFoundError:
         rows, evals, source = repo.progress_events(session, job_id, after_step, limit), [], "events"
         if not rows and after_step == 0:
@@ -102,8 +97,8 @@ def lineage(session: Session, settings: Settings, job_id: uuid.UUID, items_limit
     dataset = items = None
     if found is not None:
         dataset, items = found["dataset"], found["items"]
-    checkpoints = artifacts.checkpoint_metas(root)
-    final = [a["path"] for a in artifacts.list_artifacts(root, prefix="final")]
+    checkpoints = checkpoint_metas(root)
+    final = [a["path"] for a in artifacts.list_artifacts(root, prefix=FINAL)]
     config = row.config or {}
     base = f"/v1/datasets/{row.dataset_id}" if row.dataset_id else None
     return {
@@ -118,7 +113,7 @@ def lineage(session: Session, settings: Settings, job_id: uuid.UUID, items_limit
             "student_model": config.get("student_model"),
             "teacher_model": config.get("teacher_model"),
             "final": final,
-            "final_dir": "final" if final else None,
+            "final_dir": FINAL if final else None,
             "checkpoints": checkpoints,
         },
         "trained_on": {  # from the newest checkpoint's meta.json: what the trainer actually read

@@ -31,7 +31,7 @@ from app.config import Settings
 from app.errors import ValidationFailed
 from app.jobs import repository as repo
 from contract.job_config import DistillConfig, EvaluateConfig
-from contract.validation import pydantic_errors
+from contract.validation import FieldError, field_path, pydantic_errors
 from contract.vocab import compare_tokenizers
 
 CONFIGS: dict[str, type[DistillConfig] | type[EvaluateConfig]] = {"distill": DistillConfig, "evaluate": EvaluateConfig}
@@ -91,10 +91,6 @@ class ValidatedJob:
     config: dict[str, Any]  # the kind's config, defaults filled in, model paths resolved
 
 
-def _errors(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
-    return [dict(e) for e in pydantic_errors(exc.errors(), prefix)]
-
-
 def parse(body: Any) -> tuple[JobEnvelope, DistillConfig | EvaluateConfig, str]:
     """Split and validate a submission; returns (envelope, config, the field prefix of the config)."""
     if not isinstance(body, dict):
@@ -114,18 +110,18 @@ def parse(body: Any) -> tuple[JobEnvelope, DistillConfig | EvaluateConfig, str]:
         if not isinstance(config_part, dict):
             raise ValidationFailed("'config' must be an object.",
                                    errors=[{"field": "config", "code": "type_error", "message": "expected an object"}])
-    errors: list[dict[str, Any]] = []
+    errors: list[FieldError] = []
     envelope = config = None
     try:
         envelope = JobEnvelope.model_validate(envelope_part)
     except ValidationError as exc:
-        errors += _errors(exc)
+        errors += pydantic_errors(exc.errors())
     kind = body.get("kind")
     if isinstance(kind, str) and kind in CONFIGS:
         try:
             config = CONFIGS[kind].model_validate(config_part)
         except ValidationError as exc:
-            errors += _errors(exc, prefix)
+            errors += pydantic_errors(exc.errors(), prefix)
     if errors or envelope is None or config is None:
         raise ValidationFailed("The job is not valid.", errors=errors)
     return envelope, config, prefix
@@ -182,7 +178,7 @@ def check_tokenizers(student: str, teacher: str, prefix: str) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         return  # no readable tokenizer.json (a slow tokenizer): the worker checks with the loaded tokenizers
     if differences:
-        field = f"{prefix}.teacher_model" if prefix else "teacher_model"
+        field = field_path(("teacher_model",), prefix)
         raise ValidationFailed(
             "The teacher's tokenizer differs from the student's; KL distillation needs a shared vocabulary "
             "(train without a teacher signal, or pick a teacher of the same family).",
@@ -210,15 +206,11 @@ def check_dataset(session: Session, dataset_id: uuid.UUID, kind: str, config: Di
 def validate_submission(session: Session, body: Any, settings: Settings) -> ValidatedJob:
     """Every submit-time check, cheapest first; raises ``ValidationFailed`` (422) with a stable code."""
     envelope, config, prefix = parse(body)
-
-    def field(name: str) -> str:
-        return f"{prefix}.{name}" if prefix else name
-
     root = settings.models_root
-    student = resolve_model(config.student_model, root, field("student_model"))
+    student = resolve_model(config.student_model, root, field_path(("student_model",), prefix))
     teacher = None
     if config.teacher_model is not None:
-        teacher = resolve_model(config.teacher_model, root, field("teacher_model"))
+        teacher = resolve_model(config.teacher_model, root, field_path(("teacher_model",), prefix))
     # KL to the teacher: distill with the online signal; evaluate whenever a teacher is named.
     needs_kl = isinstance(config, EvaluateConfig) or config.loss.teacher_signal == "online"
     if teacher is not None and needs_kl:

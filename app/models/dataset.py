@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
+from contract.spans import Message, Span
 
 SPLITS = ("train", "eval")
 
@@ -81,8 +82,8 @@ class DatasetItem(Base):
     content_sha256: Mapped[str] = mapped_column(String(64))
     complexity_score: Mapped[float] = mapped_column(Float)
     complexity: Mapped[float] = mapped_column(Float)  # min-max normalized within the dataset, in [0, 1]
-    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
-    spans: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    messages: Mapped[list[Message]] = mapped_column(JSONB)
+    spans: Mapped[list[Span]] = mapped_column(JSONB)
     tools: Mapped[list[Any] | None] = mapped_column(JSONB)
     source: Mapped[str] = mapped_column(Text)
     teacher_model: Mapped[str | None] = mapped_column(Text)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
+from contract.spans import Span
 
 
 class SpanRevision(Base):
@@ -20,7 +20,7 @@ class SpanRevision(Base):
         UUID(as_uuid=True), ForeignKey("trajectories.id", ondelete="CASCADE"), primary_key=True
     )
     revision: Mapped[int] = mapped_column(Integer, primary_key=True)
-    spans: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    spans: Mapped[list[Span]] = mapped_column(JSONB)
     source: Mapped[str] = mapped_column(String(16))  # auto | client | annotator
     author_key_id: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)

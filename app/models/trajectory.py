@@ -11,6 +11,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
+from contract.complexity import Complexity
+from contract.spans import Message
 
 OUTCOMES = ("success", "failure", "unknown")
 STATUSES = ("pending", "in_review", "approved", "rejected")
@@ -40,13 +42,13 @@ class Trajectory(Base):
     reward: Mapped[float | None] = mapped_column(Float)
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default="{}")
-    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    messages: Mapped[list[Message]] = mapped_column(JSONB)
     tools: Mapped[list[Any] | None] = mapped_column(JSONB)
     # json, not jsonb: the payload as received keeps its key order and number spelling
     raw: Mapped[dict[str, Any]] = mapped_column(JSON)
     content_sha256: Mapped[str] = mapped_column(String(64))
     request_sha256: Mapped[str] = mapped_column(String(64))
-    complexity: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    complexity: Mapped[Complexity] = mapped_column(JSONB)
     complexity_score: Mapped[float] = mapped_column(Float)
     n_messages: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), server_default="pending")

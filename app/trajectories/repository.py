@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.models import IdempotencyRecord, SpanRevision, Trajectory
+from contract.spans import Span
 
 _TRAJECTORY_COLUMNS = (
     "id", "source", "external_id", "format", "teacher_model", "task", "task_type", "outcome", "reward", "tags",
@@ -41,7 +42,7 @@ def _driver(session: Session) -> Any:
     return session.connection().connection.driver_connection
 
 
-def insert_trajectories(session: Session, rows: list[dict[str, Any]], spans: list[list[dict[str, Any]]],
+def insert_trajectories(session: Session, rows: list[dict[str, Any]], spans: list[list[Span]],
                         span_source: list[str], author_key_id: str | None) -> set[uuid.UUID]:
     """Insert trajectories (row keys as ``_TRAJECTORY_COLUMNS``; ``metadata`` under ``metadata_``) with
     their span revision 1; rows whose (source, external_id) already exists are skipped. Returns the
@@ -95,7 +96,7 @@ def get(session: Session, trajectory_id: uuid.UUID) -> Trajectory | None:
     return session.get(Trajectory, trajectory_id)
 
 
-def current_spans(session: Session, trajectory_id: uuid.UUID, revision: int) -> list[dict[str, Any]]:
+def current_spans(session: Session, trajectory_id: uuid.UUID, revision: int) -> list[Span]:
     row = session.get(SpanRevision, (trajectory_id, revision))
     return list(row.spans) if row else []
 

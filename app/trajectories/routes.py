@@ -34,6 +34,7 @@ from contract.formats import export as export_format
 
 router = APIRouter(prefix="/v1/trajectories", tags=["trajectories"])
 
+
 def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
@@ -133,10 +134,6 @@ async def create_trajectories_batch(request: Request, response: Response, princi
     status, body = await run_in_threadpool(_create_batch, payload, request, principal, idempotency_key)
     response.status_code = status
     return body
-
-
-
-
 
 
 @router.get("", response_model=TrajectoryPage)

@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from contract.formats import FORMATS
+from contract.spans import KINDS
 
 Format = Literal["openai", "react", "smolagents", "sharegpt"]
 Outcome = Literal["success", "failure", "unknown"]
 Status = Literal["pending", "in_review", "approved", "rejected"]
-SpanKind = Literal["reason", "action", "observation"]
+# contract.spans.SpanKind spelled as a Literal for pydantic: the OpenAPI schema keeps an inline enum and a
+# bad kind keeps the error code clients see ("literal_error"). Checked against the enum below.
+KindName = Literal["reason", "action", "observation"]
+if get_args(KindName) != KINDS or get_args(Format) != FORMATS:
+    raise RuntimeError("app.trajectories.schemas is out of step with contract.spans.SpanKind or contract.formats")
 
 
 class SpanModel(BaseModel):
     message: int = Field(ge=0, description="Index into messages.")
     start: int = Field(ge=0, description="Code-point offset into the message text (inclusive).")
     end: int = Field(ge=1, description="Code-point offset (exclusive); start < end.")
-    kind: SpanKind
+    kind: KindName
 
 
 class TrajectoryCreate(BaseModel):

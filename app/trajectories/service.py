@@ -18,12 +18,12 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import AppError, Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from app.errors import AppError, Conflict, NotFound, ValidationFailed
 from app.trajectories import repository as repo
 from app.trajectories.schemas import TrajectoryCreate, TrajectoryReceipt
 from contract.complexity import compute_complexity
 from contract.formats import FormatError, canonical_sha256, parse
-from contract.spans import validate_spans
+from contract.spans import Span, SpanKind, validate_spans
 from contract.validation import pydantic_errors
 
 _ENVELOPE = {"format", "source", "external_id", "teacher_model", "task", "task_type", "outcome",
@@ -49,13 +49,9 @@ def _limit(name: str, limit: int, actual: int, field: str) -> LimitExceeded:
 
 @dataclass
 class Prepared:
-    row: dict[str, Any]
-    spans: list[dict[str, Any]]
+    row: dict[str, Any]  # the trajectory's columns (``repository.insert_trajectories``)
+    spans: list[Span]
     span_source: str
-
-
-def _validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [dict(e) for e in pydantic_errors(exc.errors())]
 
 
 def prepare(item: Any, settings: Settings) -> Prepared:
@@ -66,7 +62,7 @@ def prepare(item: Any, settings: Settings) -> Prepared:
     try:
         body = TrajectoryCreate.model_validate(item)
     except ValidationError as exc:
-        raise ValidationFailed("The trajectory is not valid.", errors=_validation_errors(exc)) from None
+        raise ValidationFailed("The trajectory is not valid.", errors=pydantic_errors(exc.errors())) from None
 
     raw_messages = body.messages if body.messages is not None else body.conversations
     if raw_messages is not None and len(raw_messages) > settings.max_messages:
@@ -107,8 +103,8 @@ def prepare(item: Any, settings: Settings) -> Prepared:
         errors = validate_spans(messages, body.spans)
         if errors:
             raise ValidationFailed("The client spans are not valid.", code="invalid_spans", errors=errors)
-        spans = [{"message": s["message"], "start": s["start"], "end": s["end"], "kind": s["kind"]}
-                 for s in body.spans]
+        spans: list[Span] = [{"message": s["message"], "start": s["start"], "end": s["end"],
+                              "kind": SpanKind(s["kind"])} for s in body.spans]
         span_source = "client"
     else:
         spans = parsed.spans
@@ -206,12 +202,6 @@ def ingest(session: Session, items: list[Any], settings: Settings, author_key_id
                     f"source {key[0]!r} already holds external_id {key[1]!r} with different content.",
                     code="external_id_conflict", existing_id=str(row.id)))
     return [o for o in outcomes if o is not None]
-
-
-def check_body_size(n_bytes: int, limit: int) -> None:
-    if n_bytes > limit:
-        raise PayloadTooLarge(f"The request has {n_bytes} bytes; the limit is {limit}.",
-                              limit={"name": "bytes", "max": limit, "actual": n_bytes})
 
 
 def get_or_404(session: Session, trajectory_id: uuid.UUID) -> Any:

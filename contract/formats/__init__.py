@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
@@ -15,6 +16,7 @@ import orjson
 
 from contract.formats import openai, react, sharegpt, smolagents
 from contract.formats.base import FormatError, ParsedTrajectory, fail, json_type
+from contract.spans import Message, Span
 
 _REGISTRY: dict[str, ModuleType] = {"openai": openai, "react": react, "smolagents": smolagents,
                                     "sharegpt": sharegpt}
@@ -37,14 +39,14 @@ def parse(fmt: str, payload: dict[str, Any]) -> ParsedTrajectory:
     return parsed
 
 
-def export(fmt: str, messages: list[dict[str, Any]], tools: list[Any] | None,
-           spans: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def export(fmt: str, messages: Sequence[Message], tools: list[Any] | None,
+           spans: Sequence[Span] | None = None) -> dict[str, Any]:
     """The format's own fields for canonical `messages`. No format can carry spans; `spans` is ignored."""
     result: dict[str, Any] = _module(fmt).export(messages, tools)
     return result
 
 
-def canonical_sha256(messages: list[dict[str, Any]]) -> str:
+def canonical_sha256(messages: Sequence[Message]) -> str:
     """sha256 of the messages as compact JSON with sorted keys, UTF-8 (non-ASCII unescaped).
 
     The encoding is orjson's (``OPT_SORT_KEYS``): the same bytes as ``json.dumps(sort_keys=True,

@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-REASON, ACTION, OBSERVATION = "reason", "action", "observation"
-Piece = tuple[int, int, str]  # (start, end, kind) inside one message text
+from contract.spans import Message, Span, SpanKind
+from contract.validation import FieldError
+
+Piece = tuple[int, int, SpanKind]  # (start, end, kind) inside one message text
 
 # Characters Postgres cannot store in text/jsonb: NUL and lone UTF-16 surrogates.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -46,7 +48,7 @@ UNSTORABLE_JSON = "holds values that cannot be stored (NUL, lone surrogates, or 
 class FormatError(ValueError):
     """A payload that cannot be parsed; `errors` = [{"field", "code", "message"}] (first problem found)."""
 
-    def __init__(self, errors: list[dict[str, str]]) -> None:
+    def __init__(self, errors: list[FieldError]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
 
@@ -55,8 +57,8 @@ class FormatError(ValueError):
 class ParsedTrajectory:
     """Canonical messages, their auto spans, and the tool definitions (None when absent)."""
 
-    messages: list[dict[str, Any]]
-    spans: list[dict[str, Any]]
+    messages: list[Message]
+    spans: list[Span]
     tools: list[Any] | None = None
 
 
@@ -263,14 +265,14 @@ def label_spans(text: str, start: int, end: int, labels: list[Label] | None = No
     out: list[Piece] = []
     found = find_labels(text, start, end) if labels is None else labels
     if not found or found[0][0] > start:
-        out.append((start, found[0][0] if found else end, REASON))
+        out.append((start, found[0][0] if found else end, SpanKind.REASON))
     prev = None
     for k, (s, _, name) in enumerate(found):
         seg_end = found[k + 1][0] if k + 1 < len(found) else end
         if name == "Action Input" and prev in ("Action", "Action Input"):
-            out[-1] = (out[-1][0], seg_end, ACTION)
+            out[-1] = (out[-1][0], seg_end, SpanKind.ACTION)
         else:
-            out.append((s, seg_end, ACTION if name in _ACTION_LABELS else REASON))
+            out.append((s, seg_end, SpanKind.ACTION if name in _ACTION_LABELS else SpanKind.REASON))
         prev = name
     return out
 
@@ -282,7 +284,7 @@ def _extend_or_reason(out: list[Piece], start: int, end: int, text: str) -> None
     if out and text[start:end].isspace():
         out[-1] = (out[-1][0], end, out[-1][2])
     else:
-        out.append((start, end, REASON))
+        out.append((start, end, SpanKind.REASON))
 
 
 def free_text_spans(text: str, start: int, end: int, final: bool) -> list[Piece]:
@@ -293,7 +295,7 @@ def free_text_spans(text: str, start: int, end: int, final: bool) -> list[Piece]
         close = text.find("</think>", start, end)
         if close >= 0:
             pos = _NEWLINES.match(text, close + len("</think>"), end).end()  # type: ignore[union-attr]
-            out.append((start, pos, REASON))
+            out.append((start, pos, SpanKind.REASON))
     if pos >= end:
         return out
     blocks = list(_INLINE_CALL.finditer(text, pos, end))
@@ -301,13 +303,13 @@ def free_text_spans(text: str, start: int, end: int, final: bool) -> list[Piece]
         cur = pos
         for b in blocks:
             _extend_or_reason(out, cur, b.start(), text)
-            out.append((b.start(), b.end(), ACTION))
+            out.append((b.start(), b.end(), SpanKind.ACTION))
             cur = b.end()
         _extend_or_reason(out, cur, end, text)
     elif labels := find_labels(text, pos, end):
         out.extend(label_spans(text, pos, end, labels))
     else:
-        out.append((pos, end, ACTION if final else REASON))
+        out.append((pos, end, SpanKind.ACTION if final else SpanKind.REASON))
     return out
 
 
@@ -319,19 +321,19 @@ def hermes_assistant_spans(text: str, block_lens: list[int], final: bool) -> lis
     cur = calls_start
     for k, n in enumerate(block_lens):
         stop = cur + n + (1 if k + 1 < len(block_lens) else 0)
-        out.append((cur, stop, ACTION))
+        out.append((cur, stop, SpanKind.ACTION))
         cur = stop
     return out
 
 
 def auto_spans(
-    messages: list[dict[str, Any]], segment_assistant: Callable[[int, str, bool], list[Piece]]
-) -> list[dict[str, Any]]:
+    messages: Sequence[Message], segment_assistant: Callable[[int, str, bool], list[Piece]]
+) -> list[Span]:
     """Auto spans for all messages; `segment_assistant(index, text, final)` handles assistant texts.
 
     `final`: the assistant message has no tool calls and is last or followed by a user/system message.
     """
-    spans: list[dict[str, Any]] = []
+    spans: list[Span] = []
     n = len(messages)
     for i, msg in enumerate(messages):
         text = msg["text"]
@@ -343,5 +345,5 @@ def auto_spans(
             spans.extend({"message": i, "start": s, "end": e, "kind": k}
                          for s, e, k in segment_assistant(i, text, final) if s < e)
         elif role == "tool" or (role == "user" and is_observation_text(text)):
-            spans.append({"message": i, "start": 0, "end": len(text), "kind": OBSERVATION})
+            spans.append({"message": i, "start": 0, "end": len(text), "kind": SpanKind.OBSERVATION})
     return spans

@@ -22,6 +22,7 @@ shape with `arguments` re-encoded as JSON, and `tools` as given.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from contract.formats.base import (
@@ -41,12 +42,13 @@ from contract.formats.base import (
     req_role,
     req_str,
 )
+from contract.spans import Message, Role, ToolCall
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
-          "tool": "tool", "function": "tool"}
+_ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+                           "tool": "tool", "function": "tool"}
 
 
-def _call(raw: Any, field: str, *, legacy: bool) -> dict[str, Any]:
+def _call(raw: Any, field: str, *, legacy: bool) -> ToolCall:
     req_dict(raw, field)
     if legacy:
         fn, fn_field, call_id = raw, field, None
@@ -69,7 +71,7 @@ def _call(raw: Any, field: str, *, legacy: bool) -> dict[str, Any]:
     return {"id": call_id, "name": name, "arguments": arguments}
 
 
-def _assistant(m: dict[str, Any], f: str) -> tuple[dict[str, Any], list[int]]:
+def _assistant(m: dict[str, Any], f: str) -> tuple[Message, list[int]]:
     content = content_text(m.get("content"), f"{f}.content")
     reasoning = opt_str(m.get("reasoning_content"), f"{f}.reasoning_content") or opt_str(
         m.get("reasoning"), f"{f}.reasoning")
@@ -88,7 +90,7 @@ def _assistant(m: dict[str, Any], f: str) -> tuple[dict[str, Any], list[int]]:
     text = ("<think>\n" + reasoning + "\n</think>\n" if reasoning else "") + content
     if blocks:
         text += ("\n" if content else "") + "\n".join(blocks)
-    msg: dict[str, Any] = {"role": "assistant", "text": text}
+    msg: Message = {"role": "assistant", "text": text}
     if calls:
         msg["tool_calls"] = calls
     return msg, [len(b) for b in blocks]
@@ -97,7 +99,7 @@ def _assistant(m: dict[str, Any], f: str) -> tuple[dict[str, Any], list[int]]:
 def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     raw_messages = req_list(payload.get("messages"), "messages")
     tools = parse_tools(payload.get("tools"), "tools")
-    messages: list[dict[str, Any]] = []
+    messages: list[Message] = []
     block_lens: list[list[int]] = []
     call_ids: set[str] = set()
     for i, m in enumerate(raw_messages):
@@ -126,7 +128,7 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     return ParsedTrajectory(messages=messages, spans=spans, tools=tools)
 
 
-def split_calls(msg: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def split_calls(msg: Message) -> tuple[str, list[ToolCall]]:
     """(free text, tool calls) of a canonical assistant message whose text ends with its rendered calls.
 
     The free text drops the "\\n" separator. Messages whose calls are not rendered at the end of the
@@ -147,7 +149,7 @@ def split_calls(msg: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     return free[:-1], calls
 
 
-def export(messages: list[dict[str, Any]], tools: list[Any] | None) -> dict[str, Any]:
+def export(messages: Sequence[Message], tools: list[Any] | None) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     for msg in messages:
         role = msg["role"]

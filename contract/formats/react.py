@@ -28,10 +28,10 @@ unnumbered), the first user message as `task`; system messages are dropped.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from contract.formats.base import (
-    OBSERVATION,
     Label,
     ParsedTrajectory,
     fail,
@@ -42,6 +42,7 @@ from contract.formats.base import (
     parse_tools,
     req_str,
 )
+from contract.spans import Message, Span, SpanKind
 
 _QUESTION = re.compile(r"Question:[ ]?")
 
@@ -81,8 +82,8 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
             task = _piece(text, question.end(), pos)
     if task is None:
         fail("task", "missing_field", "is required (or start the text with 'Question:')")
-    messages: list[dict[str, Any]] = [{"role": "user", "text": task}]
-    spans: list[dict[str, Any]] = []
+    messages: list[Message] = [{"role": "user", "text": task}]
+    spans: list[Span] = []
 
     def add_assistant(start: int, end: int, own: list[Label]) -> None:
         body = _piece(text, start, end)
@@ -103,7 +104,7 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
         label_end = labels[k][1]
         body = _piece(text, min(label_end + text.startswith(" ", label_end), start), start)
         if body:
-            spans.append({"message": len(messages), "start": 0, "end": len(body), "kind": OBSERVATION})
+            spans.append({"message": len(messages), "start": 0, "end": len(body), "kind": SpanKind.OBSERVATION})
         messages.append({"role": "tool", "text": body})
         add_assistant(start, region_end, [lab for lab in region if lab[0] >= start])
     if len(messages) == 1:
@@ -111,7 +112,7 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     return ParsedTrajectory(messages=messages, spans=spans, tools=tools)
 
 
-def export(messages: list[dict[str, Any]], tools: list[Any] | None) -> dict[str, Any]:
+def export(messages: Sequence[Message], tools: list[Any] | None) -> dict[str, Any]:
     task: str | None = None
     pieces: list[str] = []
     for msg in messages:

@@ -20,6 +20,7 @@ tool calls as function_call turns (free text before them as a gpt turn), `tools`
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from contract.formats.base import (
@@ -40,20 +41,21 @@ from contract.formats.base import (
     try_json,
 )
 from contract.formats.openai import split_calls
+from contract.spans import Message, Role, ToolCall
 
-_FROM = {"human": "user", "gpt": "assistant", "function_call": "assistant", "observation": "tool",
-         "tool": "tool", "system": "system"}
+_FROM: dict[str, Role] = {"human": "user", "gpt": "assistant", "function_call": "assistant",
+                          "observation": "tool", "tool": "tool", "system": "system"}
 _TO = {"user": "human", "assistant": "gpt", "tool": "observation", "system": "system"}
 
 
-def _function_calls(value: str, field: str) -> list[dict[str, Any]]:
+def _function_calls(value: str, field: str) -> list[ToolCall]:
     ok, parsed = try_json(value)
     if not ok:
         fail(field, "invalid_json", 'a function_call value must be JSON {"name": …, "arguments": …}')
     items = parsed if isinstance(parsed, list) else [parsed]
     if not items:
         fail(field, "invalid_tool_call", "holds no call")
-    calls = []
+    calls: list[ToolCall] = []
     for k, item in enumerate(items):
         where = f"{field}[{k}]" if isinstance(parsed, list) else field
         if not isinstance(item, dict):
@@ -73,7 +75,7 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     turns = req_list(payload.get("conversations"), "conversations")
     system = opt_str(payload.get("system"), "system")
     tools = parse_tools(payload.get("tools"), "tools", allow_string=True)
-    messages: list[dict[str, Any]] = [{"role": "system", "text": system}] if system else []
+    messages: list[Message] = [{"role": "system", "text": system}] if system else []
     block_lens: list[list[int]] = [[] for _ in messages]
     for i, turn in enumerate(turns):
         f = f"conversations[{i}]"
@@ -88,7 +90,7 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
             calls = _function_calls(value, f"{f}.value")
             blocks = [render_tool_call(c["name"], c["arguments"], f"{f}.value") for c in calls]
             lens = [len(b) for b in blocks]
-            msg: dict[str, Any] = {"role": "assistant", "text": "\n".join(blocks), "tool_calls": calls}
+            msg: Message = {"role": "assistant", "text": "\n".join(blocks), "tool_calls": calls}
         else:
             msg = {"role": _FROM[source], "text": value}
         if loss is not None:
@@ -99,14 +101,14 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     return ParsedTrajectory(messages=messages, spans=spans, tools=tools)
 
 
-def _turn(source: str, value: str, msg: dict[str, Any]) -> dict[str, Any]:
+def _turn(source: str, value: str, msg: Message) -> dict[str, Any]:
     turn: dict[str, Any] = {"from": source, "value": value}
     if "loss" in msg:
         turn["loss"] = msg["loss"]
     return turn
 
 
-def export(messages: list[dict[str, Any]], tools: list[Any] | None) -> dict[str, Any]:
+def export(messages: Sequence[Message], tools: list[Any] | None) -> dict[str, Any]:
     convs: list[dict[str, Any]] = []
     system: str | None = None
     for k, msg in enumerate(messages):

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from contract.formats.base import (
-    ACTION,
-    REASON,
     ParsedTrajectory,
     Piece,
     auto_spans,
@@ -41,8 +40,11 @@ from contract.formats.base import (
     req_list,
     req_role,
 )
+from contract.spans import Message, Role, SpanKind, ToolCall
 
-_ROLES = ("system", "user", "assistant", "tool-call", "tool-response")
+# Log role → canonical role; a tool-call log message attaches to the assistant message before it.
+_ROLES: dict[str, Role | None] = {"system": "system", "user": "user", "assistant": "assistant", "tool-call": None,
+                                  "tool-response": "tool"}
 _CALLING = "Calling tools:\n"
 _CODE_LABEL = re.compile(r"^Code:", re.M)
 _CODE_OPEN = re.compile(r"^[ \t]*(?:```(?:py|python)[ \t]*$|<code>)", re.M)
@@ -56,7 +58,7 @@ def codeact_spans(text: str) -> list[Piece]:
     else:
         openers = list(_CODE_OPEN.finditer(text))
         if not openers:
-            return [(0, len(text), REASON)]
+            return [(0, len(text), SpanKind.REASON)]
         start = openers[-1].start()
     end = text.find("<end_code>", start)
     if end >= 0:
@@ -66,15 +68,15 @@ def codeact_spans(text: str) -> list[Piece]:
     else:
         first, last = text.find("```", start), text.rfind("```", start)
         end = last + 3 if last > first >= 0 else len(text)
-    out: list[Piece] = [(0, start, REASON)] if start > 0 else []
+    out: list[Piece] = [(0, start, SpanKind.REASON)] if start > 0 else []
     if text[end:].isspace() or end == len(text):
-        out.append((start, len(text), ACTION))
+        out.append((start, len(text), SpanKind.ACTION))
     else:
-        out += [(start, end, ACTION), (end, len(text), REASON)]
+        out += [(start, end, SpanKind.ACTION), (end, len(text), SpanKind.REASON)]
     return out
 
 
-def _read_calls(text: str) -> list[dict[str, Any]] | None:
+def _read_calls(text: str) -> list[ToolCall] | None:
     """`tool_calls` from a "Calling tools:\\n[...]" text, or None when it is not exactly that shape."""
     if not text.startswith(_CALLING):
         return None
@@ -84,7 +86,7 @@ def _read_calls(text: str) -> list[dict[str, Any]] | None:
         return None
     if not isinstance(value, list) or not value:
         return None
-    calls = []
+    calls: list[ToolCall] = []
     for item in value:
         fn = item.get("function") if isinstance(item, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
@@ -102,13 +104,14 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     raw_messages = req_list(payload.get("messages"), "messages")
     task = opt_str(payload.get("task"), "task")
     tools = parse_tools(payload.get("tools"), "tools")
-    messages: list[dict[str, Any]] = []
+    messages: list[Message] = []
     for i, m in enumerate(raw_messages):
         f = f"messages[{i}]"
         req_dict(m, f)
         role = req_role(m.get("role"), _ROLES, f"{f}.role")
         text = content_text(m.get("content"), f"{f}.content")
-        if role == "tool-call":
+        canonical = _ROLES[role]
+        if canonical is None:
             prev = messages[-1] if messages else None
             if not prev or prev["role"] != "assistant" or "tool_calls" in prev or "raw_tool_calls" in prev:
                 prev = {"role": "assistant", "text": ""}
@@ -119,7 +122,7 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
             else:
                 prev["tool_calls"] = calls
         else:
-            messages.append({"role": "tool" if role == "tool-response" else role, "text": text})
+            messages.append({"role": canonical, "text": text})
     if task is not None and not any(m["role"] == "user" for m in messages):
         at = next((k for k, m in enumerate(messages) if m["role"] != "system"), len(messages))
         messages.insert(at, {"role": "user", "text": task})
@@ -131,7 +134,7 @@ def _message(role: str, text: str) -> dict[str, Any]:
     return {"role": role, "content": [{"type": "text", "text": text}]}
 
 
-def export(messages: list[dict[str, Any]], tools: list[Any] | None) -> dict[str, Any]:
+def export(messages: Sequence[Message], tools: list[Any] | None) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     for msg in messages:
         role = msg["role"]

@@ -54,6 +54,21 @@ def test_artifacts_are_listed_by_kind_and_downloadable(client, job, tmp_path: Pa
     assert metrics["source"] == "file" and metrics["items"] == [{"step": 1, "loss": 2.0}]
 
 
+def test_lineage_lists_complete_checkpoints_and_the_final_model(client, job) -> None:  # type: ignore[no-untyped-def]
+    job_, root = job
+    _write(root / "final" / "config.json", "{}")
+    for step, complete in ((4, True), (2, True), (6, False)):  # step 6 was cut short
+        meta = {"step": step, "complete": complete, "config": {"big": "repeated"}, "dataset_hash": f"h{step}",
+                "code_version": "v1"}
+        _write(root / "checkpoints" / f"step-{step:08d}" / "meta.json", json.dumps(meta))
+    models = client.get(f"/v1/jobs/{job_['id']}/lineage").json()["models"]
+    assert [c["path"] for c in models["checkpoints"]] == ["checkpoints/step-00000002", "checkpoints/step-00000004"]
+    assert all("config" not in c for c in models["checkpoints"])
+    assert models["final"] == ["final/config.json"] and models["final_dir"] == "final"
+    trained_on = client.get(f"/v1/jobs/{job_['id']}/lineage").json()["trained_on"]
+    assert trained_on == {"records_sha256": "h4", "code_version": "v1"}
+
+
 @pytest.mark.parametrize("path", [
     "..%2Fsecret.txt",
     "..%2F..%2Fsecret.txt",

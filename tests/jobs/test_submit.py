@@ -73,6 +73,21 @@ def test_shape_and_range_errors_name_the_field(client, dataset, patch, field, co
     assert {"field": field, "code": code} in [{"field": e["field"], "code": e["code"]} for e in problem["errors"]]
 
 
+def test_errors_inside_a_nested_config_are_named_under_config(client, dataset) -> None:  # type: ignore[no-untyped-def]
+    config = {k: v for k, v in distill_spec(dataset["id"]).items() if k not in ("kind", "dataset_id")}
+
+    def submit(priority: int = 0, **changes: object) -> dict:  # type: ignore[type-arg]
+        body = {"kind": "distill", "dataset_id": dataset["id"], "priority": priority, "config": {**config, **changes}}
+        return _problem(client.post("/v1/jobs", json=body))  # type: ignore[no-any-return]
+
+    fields = {(e["field"], e["code"]) for e in submit(10_000, training={"max_steps": 0})["errors"]}
+    assert {("priority", "less_than_equal"), ("config.training.max_steps", "greater_than_equal")} <= fields
+    problem = submit(student_model="deep/no/such")
+    assert problem["code"] == "model_not_found" and problem["errors"][0]["field"] == "config.student_model"
+    problem = submit(teacher_model="stranger")
+    assert problem["code"] == "tokenizer_mismatch" and problem["errors"][0]["field"] == "config.teacher_model"
+
+
 def test_combination_errors_and_evaluate_rules(client, dataset) -> None:  # type: ignore[no-untyped-def]
     spec = distill_spec(dataset["id"], loss={"teacher_signal": "online"})
     problem = _problem(client.post("/v1/jobs", json=spec))

@@ -1,10 +1,16 @@
-"""validate_spans: one test per rule, with the error body it must produce; span_kind_chars."""
+"""validate_spans: one test per rule, with the error body it must produce; span_kind_chars; the one SpanKind."""
 
 from __future__ import annotations
 
+import json
+from typing import get_args
+
+import orjson
 import pytest
 
-from contract.spans import KINDS, span_kind_chars, validate_spans
+from app.trajectories.schemas import KindName
+from contract.formats import parse
+from contract.spans import KINDS, SpanKind, span_kind_chars, validate_spans
 
 MESSAGES = [
     {"role": "system", "text": "sys"},
@@ -69,3 +75,15 @@ def test_several_problems_are_all_reported_but_capped() -> None:
     assert {e["field"] for e in errors} == {"spans[0].message", "spans[0].start"}
     many = validate_spans(MESSAGES, [sp(9, 0, 1, "reason")] * 200)
     assert len(many) == 51 and many[-1]["code"] == "too_many_errors"
+
+
+def test_one_span_kind_everywhere_and_plain_strings_on_the_wire() -> None:
+    assert KINDS == tuple(SpanKind) == get_args(KindName) == ("reason", "action", "observation")
+    parsed = parse("react", {"task": "q", "text": "Thought: t\nAction: a\nObservation: o\nFinal Answer: f"})
+    assert {type(s["kind"]) for s in parsed.spans} == {SpanKind}
+    plain = [{**s, "kind": s["kind"].value} for s in parsed.spans]
+    assert [p["kind"] for p in plain] == ["reason", "action", "observation", "action"]
+    assert json.dumps(parsed.spans) == json.dumps(plain) and orjson.dumps(parsed.spans) == orjson.dumps(plain)
+    # a kind read back from JSON is a plain string, and compares equal to its member
+    assert json.loads(json.dumps(parsed.spans)) == parsed.spans
+    assert span_kind_chars(parsed.messages, plain) == span_kind_chars(parsed.messages, parsed.spans)
