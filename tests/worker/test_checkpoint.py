@@ -1,4 +1,5 @@
-"""Checkpoints: complete state round-trips, incomplete directories are ignored, old ones are pruned."""
+"""Checkpoints: complete state round-trips, incomplete directories are ignored, old ones are pruned, and a
+checkpoint of other records or a changed config is refused as a permanent error."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from contract.job_config import DistillConfig
+from contract.rundir import RunDir, list_checkpoints
+from worker.context import BadJobInput, is_permanent
 from worker.training import checkpoint as ckpt
 from worker.training.curriculum import CurriculumSampler
 from worker.training.losses import SpanWeighting
@@ -91,31 +95,31 @@ def test_incomplete_checkpoints_are_ignored(tmp_path: Path) -> None:
     parts = _state()
     sampler = CurriculumSampler([0.0, 1.0], "sorted", seed=0, batch_size=1)
     good = _save(tmp_path, 2, parts, sampler)
-    crashed = ckpt.checkpoint_path(tmp_path, 4)  # a directory without meta.json (crash mid-copy)
+    crashed = RunDir(tmp_path).checkpoint(4)  # a directory without meta.json (crash mid-copy)
     crashed.mkdir()
     (crashed / "model.safetensors").write_bytes(b"partial")
-    unfinished = ckpt.checkpoint_path(tmp_path, 5)
+    unfinished = RunDir(tmp_path).checkpoint(5)
     unfinished.mkdir()
     (unfinished / "meta.json").write_text(json.dumps({"step": 5, "complete": False}))
     assert ckpt.find_latest_checkpoint(tmp_path) == good
-    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2]
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2]
 
 
 def test_only_the_newest_are_kept_and_temp_dirs_cleaned(tmp_path: Path) -> None:
     parts = _state()
     sampler = CurriculumSampler([0.0, 1.0], "sorted", seed=0, batch_size=1)
-    stale = tmp_path / ckpt.CHECKPOINTS / ".tmp-step-00000001-999999"
+    stale = RunDir(tmp_path).checkpoints / ".tmp-step-00000001-999999"
     stale.mkdir(parents=True)
     for step in (1, 2, 3, 4):
         _save(tmp_path, step, parts, sampler, keep=2)
-    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [3, 4]
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4]
     assert not stale.exists()
-    assert sorted(p.name for p in (tmp_path / ckpt.CHECKPOINTS).iterdir()) == [
+    assert sorted(p.name for p in RunDir(tmp_path).checkpoints.iterdir()) == [
         "step-00000003",
         "step-00000004",
     ]
     _save(tmp_path, 4, parts, sampler, keep=2)  # re-saving a step replaces it
-    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [3, 4]
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4]
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
@@ -123,7 +127,7 @@ def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
     path = _save(tmp_path, 1, parts, CurriculumSampler([0.0], "none", seed=0, batch_size=1))
     other = torch.nn.Sequential(torch.nn.Linear(4, 8))
     opt = torch.optim.AdamW(other.parameters())
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(BadJobInput, match="does not match"):
         ckpt.load_checkpoint(
             path,
             model=other,
@@ -140,3 +144,16 @@ def test_dataset_hash_is_order_independent_and_content_sensitive() -> None:
     edited = {**b, "messages": [{"role": "user", "text": "yo!"}]}
     assert ckpt.dataset_hash([a, edited]) != ckpt.dataset_hash([a, b])
     assert ckpt.code_version()
+
+
+def test_resume_check_names_what_changed() -> None:
+    config = DistillConfig.model_validate({"student_model": "org/student", "training": {"max_steps": 10}})
+    meta = {"dataset_hash": "h", "world_size": 1, "config": config.model_dump(mode="json")}
+    longer = config.model_copy(update={"training": config.training.model_copy(update={"max_steps": 20})})
+    ckpt.check_resumable(meta, longer, "h", 1)  # max_steps may change on resume
+    with pytest.raises(BadJobInput, match="different records") as other_records:
+        ckpt.check_resumable(meta, config, "other", 1)
+    assert is_permanent(other_records.value)
+    seed = config.model_copy(update={"training": config.training.model_copy(update={"seed": 7})})
+    with pytest.raises(BadJobInput, match=r"config changed in training\.seed, world_size$"):
+        ckpt.check_resumable(meta, seed, "h", 2)

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.worker.test_recipe import make_config, make_records
-from worker.training.recipe import run_training
+from worker.training.trainer import run_training
 
 
 def _losses(path: Path) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Evaluation: report shape, KL properties, action exact match against real greedy decoding, plots."""
+"""Evaluation: report shape, KL properties, action exact match against real greedy decoding, plots, and the
+`evaluate` job's permanent errors (nothing to score, a model that cannot be loaded)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import torch
 
 from contract.job_config import EvaluateConfig
 from tests.worker.test_recipe import make_config, make_record
+from worker.context import BadJobInput, ModelLoadError, is_permanent
 from worker.training.evaluate import evaluate_examples, make_report, run_evaluation
 from worker.training.plots import plot_metrics
-from worker.training.recipe import run_training
 from worker.training.render import ACTION, RenderedExample, render_trajectory
+from worker.training.trainer import run_training
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -146,6 +148,18 @@ def test_evaluate_job_writes_its_report(chatml_model_dir: Path, tmp_path: Path) 
     report = run_evaluation(cfg, records, tmp_path)
     assert json.loads((tmp_path / "eval_report.json").read_text()) == report
     assert report["metrics"]["examples"] == 2 and report["split"] == "eval"
+
+
+def test_evaluate_job_errors_are_permanent(chatml_model_dir: Path, tmp_path: Path) -> None:
+    only_train = [make_record(0), make_record(1)]
+    cfg = EvaluateConfig(student_model=str(chatml_model_dir), max_seq_len=192, resources={"device": "cpu"})
+    with pytest.raises(BadJobInput, match="nothing to score: no usable example in the 'eval' split") as empty:
+        run_evaluation(cfg, only_train, tmp_path)
+    missing = cfg.model_copy(update={"student_model": str(tmp_path / "gone")})
+    with pytest.raises(ModelLoadError, match="gone") as unloadable:
+        run_evaluation(missing, [_as_eval(r) for r in only_train], tmp_path)
+    assert is_permanent(empty.value) and is_permanent(unloadable.value)
+    assert not (tmp_path / "eval_report.json").exists()
 
 
 def test_plot_is_a_png(overfit_run: tuple[Path, Any], tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from contract.job_config import DistillConfig
 from worker.synthetic import dataset_records, evaluate_agent, generate_problems, hf_generate_fn
-from worker.training.recipe import run_training
 from worker.training.tiny import CHATML_TEMPLATE, build_tiny_model
+from worker.training.trainer import run_training
 
 
 def _success(model_dir: Path, problems) -> dict:  # type: ignore[no-untyped-def]

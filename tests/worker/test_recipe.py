@@ -1,8 +1,11 @@
-"""The training recipe through its entry point `run_training`, on tiny models built on the fly (CPU, seconds).
+"""The trainer through its entry points, `run_training` and `python -m worker.training.train`, on tiny models
+built on the fly (CPU, seconds).
 
 Properties checked: exact resume after a cooperative stop, learning on an overfit set, accumulation means over
 the whole window, learnable span weights move, flat and teacher (KL) modes train, tokenizer mismatch refused,
-examples without supervised tokens skipped and counted.
+examples without supervised tokens skipped and counted; bad inputs (nothing trainable, a checkpoint of other
+records or of a changed config) are permanent errors, and the command line exits with the matching
+`ExitCode` and a result event that `TrainResult.from_json` reads.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import torch
 from safetensors.torch import load_file
 
 from contract.job_config import DistillConfig
+from contract.rundir import ExitCode, TrainResult
 from contract.vocab import TokenizerMismatch
+from worker.context import BadJobInput, is_permanent
 from worker.training.losses import compute_span_losses
-from worker.training.recipe import run_training
 from worker.training.render import collate, render_trajectory
+from worker.training.trainer import run_training
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -166,11 +171,25 @@ def test_exact_resume_after_stop(chatml_model_dir: Path, tmp_path: Path) -> None
     assert straight.final_metrics["weight_reason"] == pytest.approx(second.final_metrics["weight_reason"], abs=1e-6)
 
 
-def test_resume_refuses_other_records(chatml_model_dir: Path, tmp_path: Path) -> None:
+def test_resume_refuses_other_records_or_a_changed_config(chatml_model_dir: Path, tmp_path: Path) -> None:
     cfg = make_config(chatml_model_dir, training={"max_steps": 2})
     run_training(cfg, make_records(4), tmp_path, should_stop=lambda: True)
-    with pytest.raises(ValueError, match="dataset hash"):
+    with pytest.raises(BadJobInput, match="dataset hash") as other_records:
         run_training(cfg, make_records(5), tmp_path)
+    changed = make_config(chatml_model_dir, training={"max_steps": 2, "max_seq_len": 96}, loss={"gamma": 0.5})
+    with pytest.raises(BadJobInput, match=r"config changed in loss, training\.max_seq_len$") as changed_config:
+        run_training(changed, make_records(4), tmp_path)
+    assert is_permanent(other_records.value) and is_permanent(changed_config.value)
+
+
+def test_nothing_trainable_is_a_permanent_error(chatml_model_dir: Path, tmp_path: Path) -> None:
+    records = make_records(2)
+    for record in records:
+        record["spans"] = [s for s in record["spans"] if s["kind"] == "observation"]
+    with pytest.raises(BadJobInput, match="no trainable example") as err:
+        run_training(make_config(chatml_model_dir), records, tmp_path / "run")
+    assert is_permanent(err.value) and "train.no_supervised_tokens" in str(err.value)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_loss_decreases_on_tiny_overfit_set(chatml_model_dir: Path, tmp_path: Path) -> None:
@@ -312,31 +331,66 @@ def test_lora_trains_adapters_and_ships_a_merged_model(chatml_model_dir: Path, t
     assert not torch.equal(merged.state_dict()[q], base.state_dict()[q])
 
 
-def test_cli_stops_on_sigterm_and_resumes(chatml_model_dir: Path, tmp_path: Path) -> None:
-    """The worker-facing contract: SIGTERM → checkpoint + exit 75; the same command then finishes the run."""
-    cfg = make_config(chatml_model_dir, training={"max_steps": 400})
+def _cli(tmp_path: Path, cfg: DistillConfig, records: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    """The trainer's command line on `cfg` and `records` (written under tmp_path), and its environment."""
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
     data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in make_records(4)))
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
     cmd = [sys.executable, "-m", "worker.training.train", "--config", str(tmp_path / "cfg.json"),
            "--data", str(data), "--out", str(tmp_path / "run"), "--job-id", "job-42"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    return cmd, env
+
+
+def test_cli_stops_on_sigterm_and_resumes(chatml_model_dir: Path, tmp_path: Path) -> None:
+    """The worker-facing contract: SIGTERM → checkpoint + exit 75; the same command then finishes the run."""
+    cmd, env = _cli(tmp_path, make_config(chatml_model_dir, training={"max_steps": 400}), make_records(4))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     first = json.loads(proc.stdout.readline())  # the first step has finished
     assert first["event"] == "metrics" and first["step"] == 1
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 75, err[-2000:]
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["event"] == "result" and result["status"] == "stopped" and 1 <= result["steps"] < 400
-    meta = json.loads((Path(result["checkpoint_dir"]) / "meta.json").read_text())
-    assert meta["job_id"] == "job-42" and meta["step"] == result["steps"]
+    assert proc.returncode == ExitCode.STOPPED == 75, err[-2000:]
+    event = json.loads(out.strip().splitlines()[-1])
+    assert event["event"] == "result"
+    stopped = TrainResult.from_json(event)
+    assert stopped.status == "stopped" and 1 <= stopped.steps < 400 and stopped.final_dir is None
+    assert stopped.checkpoint_dir is not None
+    meta = json.loads((stopped.checkpoint_dir / "meta.json").read_text())
+    assert meta["job_id"] == "job-42" and meta["step"] == stopped.steps
 
-    cfg_short = make_config(chatml_model_dir, training={"max_steps": result["steps"] + 2})
+    cfg_short = make_config(chatml_model_dir, training={"max_steps": stopped.steps + 2})
     (tmp_path / "cfg.json").write_text(cfg_short.model_dump_json())  # max_steps may change on resume
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    final = json.loads(done.stdout.strip().splitlines()[-1])
-    assert final["status"] == "completed" and final["resumed_from_step"] == result["steps"]
-    assert final["steps"] == result["steps"] + 2
+    assert done.returncode == ExitCode.COMPLETED == 0, done.stderr[-2000:]
+    final = TrainResult.from_json(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert final.status == "completed" and final.resumed_from_step == stopped.steps
+    assert final.steps == final.total_steps == stopped.steps + 2
+    assert final.final_dir == tmp_path / "run" / "final" and (final.final_dir / "config.json").exists()
+    assert final.final_metrics["step"] == final.steps and final.plot_path is not None and final.plot_path.exists()
+
+
+def test_cli_exit_codes_follow_the_permanence_rule(chatml_model_dir: Path, tmp_path: Path) -> None:
+    """A permanent error exits BAD_INPUT with its message; anything else FAILED, with the traceback."""
+    untrainable = make_records(2)
+    for record in untrainable:
+        record["spans"] = []
+    cmd, env = _cli(tmp_path, make_config(chatml_model_dir), untrainable)
+    bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == ExitCode.BAD_INPUT == 2, bad.stderr[-2000:]
+    assert "error: no trainable example in the train split" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.stdout == ""
+
+    (tmp_path / "data.jsonl").write_text("{not json\n")
+    garbled = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert garbled.returncode == ExitCode.BAD_INPUT, garbled.stderr[-2000:]
+    assert "data.jsonl:1: not valid JSON" in garbled.stderr
+
+    if torch.cuda.is_available():
+        return
+    # Asking for a GPU the machine lacks is not the job's fault: another worker may have one.
+    cmd, env = _cli(tmp_path, make_config(chatml_model_dir, resources={"device": "cuda"}), make_records(2))
+    failed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == ExitCode.FAILED == 1, failed.stderr[-2000:]
+    assert "Traceback" in failed.stderr and "no CUDA device is available" in failed.stderr.splitlines()[-1]

@@ -1,4 +1,5 @@
-"""Teacher/student tokenizer compatibility and teacher loading."""
+"""Teacher/student tokenizer compatibility, and loading models: a frozen teacher, and a reference that
+cannot be loaded failing as a permanent `ModelLoadError` that names it and says how it was looked up."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from contract.vocab import (
     compare_tokenizers,
     real_vocab_size,
 )
+from tests.worker.test_recipe import make_config, make_records
+from worker.context import ModelLoadError, is_permanent
 from worker.training.models import load_teacher
 from worker.training.tiny import build_tiny_model
+from worker.training.trainer import run_training
 
 
 def test_same_vocabulary_with_padded_embeddings_is_compatible(tiny_model_dir: Path, padded_teacher_dir: Path) -> None:
@@ -77,3 +81,36 @@ def test_load_teacher_is_frozen(padded_teacher_dir: Path) -> None:
     assert not teacher.training
     assert all(not p.requires_grad for p in teacher.parameters())
     assert next(teacher.parameters()).dtype == torch.float32
+
+
+def test_a_missing_student_fails_the_run_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = tmp_path / "models" / "no-such-student"
+    with pytest.raises(ModelLoadError) as err:
+        run_training(make_config(missing), make_records(2), tmp_path / "run")
+    message = str(err.value)
+    assert f"cannot load the student tokenizer {str(missing)!r}" in message
+    assert "local folder, which does not exist" in message and "DISTILLERY_MODELS_ROOT" in message
+    assert is_permanent(err.value) and isinstance(err.value.__cause__, OSError)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_an_unknown_hub_id_offline_names_it_and_the_offline_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as err:
+        load_teacher("distillery-tests/no-such-teacher")
+    message = str(err.value)
+    assert "cannot load the teacher model 'distillery-tests/no-such-teacher'" in message
+    assert "hub id" in message and "HF_HUB_OFFLINE is set" in message
+    assert isinstance(err.value.__cause__, OSError)
+
+
+def test_an_unreadable_model_folder_is_named(tiny_model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (broken / name).write_bytes((tiny_model_dir / name).read_bytes())
+    (broken / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes()[:100])
+    with pytest.raises(ModelLoadError) as err:
+        load_teacher(broken)
+    assert f"{str(broken)!r}: tried as a local folder, which exists but could not be read" in str(err.value)

@@ -1,1 +1,1 @@
-"""Span-level distillation engine: rendering, losses, curriculum, recipe, evaluation."""
+"""Span-level distillation engine: rendering, losses, curriculum, the trainer, checkpoints, evaluation."""

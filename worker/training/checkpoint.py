@@ -1,17 +1,19 @@
-"""Training checkpoints: everything needed to resume a run exactly, written atomically.
+"""Training checkpoints: everything needed to resume a run exactly, written atomically, and the resume check.
 
-A checkpoint is a directory `out_dir/checkpoints/step-{N:08d}/` holding
+A checkpoint is a directory `RunDir.checkpoint(step)` (`checkpoints/step-{N:08d}/`, see `contract.rundir`) holding
 
     model.safetensors   the trainable parameters (all weights, or only the LoRA adapters)
     optimizer.pt        AdamW state            scheduler.pt   LR scheduler state
     weighting.pt        span-weight state (learnable log-variances)
     rng.pt              python / numpy / torch / cuda RNG states
     sampler.json        curriculum sampler state
-    meta.json           {job_id, config, dataset_hash, code_version, step, world_size, complete: true}
+    meta.json           {job_id, config, dataset_hash, code_version, step, world_size, total_steps, complete: true}
 
 It is assembled in a hidden temporary directory, `meta.json` is written last, and the directory is renamed
-into place, so a crash never leaves a half-written `step-*` directory; `find_latest_checkpoint` also insists
-on `complete: true`. Only the newest `keep` checkpoints are kept. Every file loads with `weights_only=True`.
+into place, so a crash never leaves a half-written `step-*` directory; `contract.rundir.list_checkpoints`
+also insists on `complete: true`. Only the newest `keep` checkpoints are kept. Every file loads with
+`weights_only=True`. `check_resumable` refuses (``BadJobInput``) a checkpoint of other records or of a
+config that changed in what the saved state depends on.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 import random
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +32,16 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-CHECKPOINTS = "checkpoints"
-_PREFIX = "step-"
+from contract.job_config import DistillConfig
+from contract.rundir import RunDir, list_checkpoints
+from worker.context import BadJobInput
+
+# Config fields that must match for a checkpoint to be resumed (the rest, e.g. max_steps, may change).
+RESUME_KEYS = ("student_model", "teacher_model", "loss", "curriculum")
+RESUME_TRAINING_KEYS = ("micro_batch_size", "grad_accum_steps", "max_seq_len", "seed", "lora")
 
 
-def checkpoint_path(out_dir: Path, step: int) -> Path:
-    return Path(out_dir) / CHECKPOINTS / f"{_PREFIX}{step:08d}"
-
-
-def dataset_hash(records: Iterable[dict[str, Any]]) -> str:
+def dataset_hash(records: Iterable[Mapping[str, Any]]) -> str:
     """Content hash of the records a run trains on (order-independent: sorted by id)."""
     keyed = sorted(
         (
@@ -130,7 +133,7 @@ def load_trainable_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor
     wanted = {n for n, p in params.items() if p.requires_grad}
     if set(tensors) != wanted:
         missing, extra = sorted(wanted - set(tensors))[:5], sorted(set(tensors) - wanted)[:5]
-        raise ValueError(f"checkpoint does not match the model: missing {missing}, unexpected {extra}")
+        raise BadJobInput(f"checkpoint does not match the model: missing {missing}, unexpected {extra}")
     with torch.no_grad():
         for name, value in tensors.items():
             params[name].copy_(value.to(params[name].device, params[name].dtype))
@@ -152,7 +155,7 @@ def save_checkpoint(
     keep: int,
 ) -> Path:
     """Write checkpoint `step` atomically and prune older ones; returns its directory."""
-    final = checkpoint_path(out_dir, step)
+    final = RunDir(Path(out_dir)).checkpoint(step)
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
@@ -177,24 +180,6 @@ def save_checkpoint(
     return final
 
 
-def list_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first."""
-    root = Path(out_dir) / CHECKPOINTS
-    found: list[tuple[int, Path]] = []
-    if not root.is_dir():
-        return found
-    for path in root.iterdir():
-        if not path.name.startswith(_PREFIX) or not path.is_dir():
-            continue
-        try:
-            meta = json.loads((path / "meta.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if meta.get("complete") is True:
-            found.append((int(meta["step"]), path))
-    return sorted(found)
-
-
 def find_latest_checkpoint(out_dir: Path) -> Path | None:
     found = list_checkpoints(out_dir)
     return found[-1][1] if found else None
@@ -203,7 +188,7 @@ def find_latest_checkpoint(out_dir: Path) -> Path | None:
 def prune_checkpoints(out_dir: Path, keep: int) -> None:
     for _, path in list_checkpoints(out_dir)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
-    root = Path(out_dir) / CHECKPOINTS
+    root = RunDir(Path(out_dir)).checkpoints
     for stale in root.glob(".tmp-*"):  # leftovers of a crash mid-save
         if stale.name.endswith(f"-{os.getpid()}"):
             continue
@@ -231,3 +216,17 @@ def load_checkpoint(
     restore_rng_state(torch.load(path / "rng.pt", map_location="cpu", weights_only=True))
     sampler_state = json.loads((path / "sampler.json").read_text())
     return read_meta(path), sampler_state
+
+
+def check_resumable(meta: dict[str, Any], config: DistillConfig, data_hash: str, world: int) -> None:
+    """Refuse (``BadJobInput``) to resume a checkpoint of other records, another world size, or a config
+    that changed in what the saved state depends on."""
+    if meta.get("dataset_hash") != data_hash:
+        raise BadJobInput("the checkpoint in out_dir was trained on different records (dataset hash differs)")
+    old, new = meta.get("config", {}), config.model_dump(mode="json")
+    changed = [k for k in RESUME_KEYS if old.get(k) != new[k]]
+    changed += [f"training.{k}" for k in RESUME_TRAINING_KEYS if old.get("training", {}).get(k) != new["training"][k]]
+    if meta.get("world_size", 1) != world:
+        changed.append("world_size")
+    if changed:
+        raise BadJobInput(f"cannot resume the checkpoint in out_dir: config changed in {', '.join(changed)}")

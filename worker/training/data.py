@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract.spans import DatasetRecord
+from worker.context import BadJobInput
 from worker.training.render import ACTION, REASON, RenderedExample, RenderError, render_trajectory
 
 
@@ -42,9 +44,9 @@ class PreparedData:
     render_errors: list[str]  # first few error messages, for the job log
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Read a dataset JSONL export (one record per non-empty line)."""
-    records = []
+def read_records(path: Path) -> list[DatasetRecord]:
+    """Read a dataset JSONL export (one record per non-empty line); a line that is not JSON is ``BadJobInput``."""
+    records: list[DatasetRecord] = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -52,11 +54,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
+                raise BadJobInput(f"{path}:{lineno}: not valid JSON: {exc}") from exc
     return records
 
 
-def prepare_examples(records: Iterable[dict[str, Any]], tokenizer: Any, *, max_seq_len: int) -> PreparedData:
+def prepare_examples(records: Iterable[DatasetRecord], tokenizer: Any, *, max_seq_len: int) -> PreparedData:
     """Render every record into its split ("train" when the record has none)."""
     splits = {"train": Split(), "eval": Split()}
     skipped: Counter[str] = Counter()

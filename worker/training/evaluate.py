@@ -13,8 +13,10 @@ tokenizer's real vocabulary only:
   forward pass scores every span exactly, without a generate loop. At most `exact_match_max` spans count.
 
 Full-vocabulary logits are only computed at supervised positions, in chunks of `chunk_size`.
-`make_report` assembles {before, after, delta} for eval_report.json; `run_evaluation` is the whole `evaluate`
-job (load, render the chosen split, score, write eval_report.json).
+`make_report` assembles {before, after, delta} for the run's eval report; `run_evaluation` is the whole
+`evaluate` job (load, render the chosen split, score, write `RunDir.eval_report`). It raises the trainer's
+errors: `ModelLoadError`, `TokenizerMismatch`, and `BadJobInput` when the split has nothing to score.
+This module never imports the trainer (model loading lives in `models.py`).
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from contract.rundir import RunDir
+from worker.context import BadJobInput
 from worker.training.losses import final_hidden_states
 from worker.training.render import ACTION, REASON, RenderedExample, collate
 
 if TYPE_CHECKING:
     from contract.job_config import EvaluateConfig
+    from contract.spans import DatasetRecord
 
 
 def hidden_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -157,8 +162,8 @@ def make_report(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[st
     return {"before": before, "after": after, "delta": diff(before, after) if before else None}
 
 
-def run_evaluation(config: EvaluateConfig, records: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
-    """The `evaluate` job: score `config.student_model` on a split; writes and returns eval_report.json."""
+def run_evaluation(config: EvaluateConfig, records: Sequence[DatasetRecord], out_dir: Path) -> dict[str, Any]:
+    """The `evaluate` job: score `config.student_model` on a split; writes and returns the eval report."""
     from worker.training.data import prepare_examples
     from worker.training.models import check_embedding_rows, load_model, load_teacher, load_tokenizers, resolve_device
 
@@ -168,6 +173,10 @@ def run_evaluation(config: EvaluateConfig, records: list[dict[str, Any]], out_di
     data = prepare_examples(records, tokenizer, max_seq_len=config.max_seq_len)
     splits = {"train": [data.train], "eval": [data.eval], "all": [data.train, data.eval]}[config.split]
     examples = [e for split in splits for e in split.examples][: config.max_examples]
+    if not examples:
+        raise BadJobInput(
+            f"nothing to score: no usable example in the {config.split!r} split (skipped: {data.skipped})"
+        )
     model = load_model(config.student_model, device, vocab_size)
     teacher = None
     if config.teacher_model:
@@ -193,7 +202,7 @@ def run_evaluation(config: EvaluateConfig, records: list[dict[str, Any]], out_di
         "skipped": data.skipped,
         "metrics": metrics,
     }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eval_report.json").write_text(json.dumps(report, indent=2))
+    run = RunDir(Path(out_dir))
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.eval_report.write_text(json.dumps(report, indent=2))
     return report

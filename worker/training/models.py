@@ -2,6 +2,9 @@
 
 `load_tokenizers` checks a teacher's vocabulary against the student's (`contract.vocab`) before any
 weights are loaded; `load_student` adds gradient checkpointing and LoRA; `load_teacher` freezes.
+A model or tokenizer that cannot be found or read raises `ModelLoadError` (permanent: retrying the job
+cannot make it appear) naming the reference and how it was looked up; a model with fewer embedding rows
+than its tokenizer has tokens raises `BadJobInput`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from contract.vocab import check_tokenizer_compatibility, real_vocab_size
+from worker.context import BadJobInput, ModelLoadError
 
 if TYPE_CHECKING:
     from contract.job_config import DistillConfig
@@ -23,14 +27,53 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _load_errors() -> tuple[type[Exception], ...]:
+    """What transformers raises for a reference it cannot find or read: OSError (missing files, offline
+    hub ids, malformed repo ids), ValueError (no config / unknown model type / no tokenizer files) and
+    safetensors' error for a damaged weights file."""
+    from safetensors import SafetensorError
+
+    return OSError, ValueError, SafetensorError
+
+
+def _load_error(what: str, ref: str | Path, exc: Exception) -> ModelLoadError:
+    """A ModelLoadError that names the reference, says how it was looked up, and what to check."""
+    ref = str(ref)
+    models_root = "local models are folders under DISTILLERY_MODELS_ROOT, at the same path on the API and the worker"
+    if Path(ref).is_dir():
+        how = f"tried as a local folder, which exists but could not be read as a {what}"
+        hint = "check that it holds a complete save_pretrained() export"
+    elif Path(ref).is_absolute() or ref.startswith((".", "~")):
+        how = "tried as a local folder, which does not exist on this worker"
+        hint = models_root
+    else:
+        how = "tried as a Hugging Face hub id, as there is no folder of that name on this worker"
+        if _offline():
+            hint = "HF_HUB_OFFLINE is set, so only the local hub cache was searched and it is not there"
+        else:
+            hint = "the hub could not provide it (no such repo, no access, or no network)"
+        hint += f"; {models_root}"
+    cause = (str(exc).strip().splitlines() or [""])[0]  # transformers' messages run over several lines
+    return ModelLoadError(f"cannot load the {what} {ref!r}: {how}; {hint} ({type(exc).__name__}: {cause})")
+
+
+def _from_pretrained(loader: Any, what: str, ref: str | Path, **kwargs: Any) -> Any:
+    kwargs.setdefault("trust_remote_code", False)
+    kwargs.setdefault("local_files_only", _offline())
+    try:
+        return loader.from_pretrained(str(ref), **kwargs)
+    except _load_errors() as exc:
+        raise _load_error(what, ref, exc) from exc
+
+
 def load_tokenizers(student: str, teacher: str | None) -> tuple[Any, int]:
     """The student tokenizer and its real vocabulary size; a teacher's tokenizer must match it (else
     `TokenizerMismatch`, before any weights are loaded)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(student, trust_remote_code=False, local_files_only=_offline())
+    tokenizer = _from_pretrained(AutoTokenizer, "student tokenizer", student)
     if teacher is not None:
-        teacher_tok = AutoTokenizer.from_pretrained(teacher, trust_remote_code=False, local_files_only=_offline())
+        teacher_tok = _from_pretrained(AutoTokenizer, "teacher tokenizer", teacher)
         check_tokenizer_compatibility(tokenizer, teacher_tok)
     return tokenizer, real_vocab_size(tokenizer)
 
@@ -38,16 +81,14 @@ def load_tokenizers(student: str, teacher: str | None) -> tuple[Any, int]:
 def check_embedding_rows(model: torch.nn.Module, vocab_size: int, name: str) -> None:
     rows = model.get_input_embeddings().weight.shape[0]  # type: ignore[operator]
     if rows < vocab_size:
-        raise ValueError(f"{name} has {rows} embedding rows but its tokenizer has {vocab_size} tokens")
+        raise BadJobInput(f"{name} has {rows} embedding rows but its tokenizer has {vocab_size} tokens")
 
 
 def load_model(name: str, device: torch.device, vocab_size: int) -> torch.nn.Module:
     """A causal LM in fp32 (never remote code; offline when HF_HUB_OFFLINE is set)."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        name, dtype=torch.float32, trust_remote_code=False, local_files_only=_offline()
-    )
+    model = _from_pretrained(AutoModelForCausalLM, "model", name, dtype=torch.float32)
     check_embedding_rows(model, vocab_size, name)
     return model.to(device)  # type: ignore[arg-type]  # transformers' decorated .to() confuses mypy
 
@@ -99,7 +140,7 @@ def load_teacher(path: str | Path, device: Any = "cpu", dtype: Any = None) -> An
     """Load a causal LM as a frozen teacher: eval() mode, every parameter requires_grad=False."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype if dtype is not None else "auto")
+    model = _from_pretrained(AutoModelForCausalLM, "teacher model", path, dtype=dtype if dtype is not None else "auto")
     model.to(device)
     model.eval()
     model.requires_grad_(False)

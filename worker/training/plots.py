@@ -1,25 +1,23 @@
-"""Loss-curve plot of a run, drawn from its metrics.jsonl (matplotlib, headless Agg backend).
+"""Loss-curve plot of a run, drawn from its metrics file (matplotlib, headless Agg backend).
 
 Top panel: total loss and the per-kind losses (reason, action, and the curriculum term when it is on) per
 step; bottom panel: the effective span weights and the learning rate. Eval rows (`{"step", "eval"}`) in the
-file are ignored. The PNG is listed as a job artifact.
+file are ignored. `plot_run` draws `RunDir.metrics` into `RunDir.plot` (file names from `contract.rundir`),
+which the API lists as a job artifact.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+
+from contract.rundir import RunDir, read_metrics
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if "loss" in row:
-                rows.append(row)
-    return rows
+def plot_run(run: RunDir) -> Path | None:
+    """The run's loss curves in its plot file; None when the run has no metrics yet."""
+    if not run.metrics.exists():
+        return None
+    return plot_metrics(run.metrics, run.plot)
 
 
 def plot_metrics(metrics_path: Path, out_path: Path) -> Path:
@@ -29,7 +27,7 @@ def plot_metrics(metrics_path: Path, out_path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_metrics(metrics_path)
+    rows = [row for row in read_metrics(Path(metrics_path))[0] if "loss" in row]
     steps = [r["step"] for r in rows]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=[2, 1])
     series = [("loss", "total"), ("loss_reason", "reason"), ("loss_action", "action")]

@@ -18,7 +18,7 @@ Loss uses shifted labels downstream: the kind of token t+1 decides the loss at p
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -66,7 +66,7 @@ class _Layout:
     eot: list[tuple[int, int] | None]  # end-of-turn char range after assistant message i
 
 
-def _is_supervised(message: dict[str, Any], spans: Sequence[dict[str, Any]]) -> bool:
+def _is_supervised(message: Mapping[str, Any], spans: Sequence[Mapping[str, Any]]) -> bool:
     return message.get("role") == "assistant" and message.get("loss", True) is not False and any(
         s["kind"] in ("reason", "action") for s in spans
     )
@@ -80,7 +80,7 @@ def _special_strings(tokenizer: Any) -> list[str]:
     return sorted((s for s in specials if s), key=len, reverse=True)
 
 
-def _plain_layout(messages: Sequence[dict[str, Any]], tokenizer: Any, tools: Any) -> _Layout:
+def _plain_layout(messages: Sequence[Mapping[str, Any]], tokenizer: Any, tools: Any) -> _Layout:
     eos = tokenizer.eos_token
     if not eos:
         raise RenderError("the plain template needs an eos token to close assistant turns")
@@ -111,7 +111,7 @@ def _apply_template(tokenizer: Any, contents: list[tuple[str, str]], tools: Any)
     return out if isinstance(out, str) else str(out)
 
 
-def _template_layout(messages: Sequence[dict[str, Any]], tokenizer: Any, tools: Any) -> _Layout:
+def _template_layout(messages: Sequence[Mapping[str, Any]], tokenizer: Any, tools: Any) -> _Layout:
     roles = [str(m["role"]) for m in messages]
     texts = [m["text"] for m in messages]
     rendered = _apply_template(tokenizer, list(zip(roles, texts, strict=True)), tools)
@@ -169,7 +169,7 @@ def _find_eot(rendered: str, end: int, limit: int, specials: list[str]) -> tuple
     return None
 
 
-def _layout(messages: Sequence[dict[str, Any]], tokenizer: Any, tools: Any) -> _Layout:
+def _layout(messages: Sequence[Mapping[str, Any]], tokenizer: Any, tools: Any) -> _Layout:
     if getattr(tokenizer, "chat_template", None):
         return _template_layout(messages, tokenizer, tools)
     return _plain_layout(messages, tokenizer, tools)
@@ -215,7 +215,7 @@ def _token_kinds(offsets: np.ndarray, bounds: list[tuple[int, int, int]]) -> np.
 
 
 def _char_ranges(
-    messages: Sequence[dict[str, Any]], by_message: list[list[dict[str, Any]]], layout: _Layout
+    messages: Sequence[Mapping[str, Any]], by_message: list[list[Mapping[str, Any]]], layout: _Layout
 ) -> list[tuple[int, int, int]]:
     ranges: list[tuple[int, int, int]] = []
     for i, m in enumerate(messages):
@@ -231,9 +231,9 @@ def _char_ranges(
 
 
 def _group_spans(
-    messages: Sequence[dict[str, Any]], spans: Sequence[dict[str, Any]]
-) -> list[list[dict[str, Any]]]:
-    by_message: list[list[dict[str, Any]]] = [[] for _ in messages]
+    messages: Sequence[Mapping[str, Any]], spans: Sequence[Mapping[str, Any]]
+) -> list[list[Mapping[str, Any]]]:
+    by_message: list[list[Mapping[str, Any]]] = [[] for _ in messages]
     for s in spans:
         i = s["message"]
         if not 0 <= i < len(messages):
@@ -252,7 +252,7 @@ def _group_spans(
 
 
 def _render(
-    messages: Sequence[dict[str, Any]], by_message: list[list[dict[str, Any]]], tokenizer: Any, tools: Any
+    messages: Sequence[Mapping[str, Any]], by_message: list[list[Mapping[str, Any]]], tokenizer: Any, tools: Any
 ) -> tuple[list[int], np.ndarray]:
     layout = _layout(messages, tokenizer, tools)
     ids, offsets = _encode(tokenizer, layout.text)
@@ -260,8 +260,8 @@ def _render(
 
 
 def _truncate(
-    messages: Sequence[dict[str, Any]],
-    by_message: list[list[dict[str, Any]]],
+    messages: Sequence[Mapping[str, Any]],
+    by_message: list[list[Mapping[str, Any]]],
     tokenizer: Any,
     tools: Any,
     max_seq_len: int,
@@ -304,8 +304,8 @@ def _truncate(
 
 
 def render_trajectory(
-    messages: Sequence[dict[str, Any]],
-    spans: Sequence[dict[str, Any]],
+    messages: Sequence[Mapping[str, Any]],
+    spans: Sequence[Mapping[str, Any]],
     tokenizer: Any,
     *,
     max_seq_len: int,

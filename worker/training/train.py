@@ -3,45 +3,63 @@
 The same command runs under `torchrun --nproc_per_node=K` (one process per GPU, or CPU processes with gloo):
 it then initialises torch.distributed from the environment torchrun sets (nccl on CUDA, gloo on CPU), and
 `run_training` shards each global batch across the ranks. SIGTERM/SIGINT ask for a cooperative stop: the
-current step finishes, a checkpoint is written, and the process exits with code 75 (EX_TEMPFAIL) so the
-worker hands the job back; a later run with the same --out resumes from that checkpoint.
+current step finishes, a checkpoint is written, and the process exits with `ExitCode.STOPPED` so the worker
+hands the job back; a later run with the same --out resumes from that checkpoint.
 
 Rank 0 prints one JSON object per line on stdout: {"event": "metrics", ...} per step and a final
-{"event": "result", ...}. Exit codes: 0 completed, 75 stopped, 2 bad config/data (an incompatible teacher
-included), 1 anything else.
+{"event": "result", **TrainResult.to_json()}. Exit codes are `contract.rundir.ExitCode`: COMPLETED,
+STOPPED, BAD_INPUT for an error `worker.context.is_permanent` calls permanent (the rule the in-process
+worker applies too: a bad config or data, a model that cannot be loaded, an incompatible teacher), and
+FAILED for anything else (retried). The error goes to stderr; an unexpected one with its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-EXIT_STOPPED = 75
-EXIT_BAD_INPUT = 2
+from contract.rundir import ExitCode
+
+if TYPE_CHECKING:
+    from contract.job_config import DistillConfig
+    from contract.spans import DatasetRecord
 
 
 def _emit(event: str, payload: dict[str, Any]) -> None:
     print(json.dumps({"event": event, **payload}, default=str), flush=True)
 
 
-def _init_distributed(device_choice: str) -> tuple[int, int]:
-    """Initialise torch.distributed under torchrun; returns (rank, world_size)."""
-    import torch
-    import torch.distributed as dist
+def _fail(exc: Exception) -> ExitCode:
+    from worker.context import is_permanent
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    use_cuda = device_choice != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+    if is_permanent(exc):
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    traceback.print_exception(exc, file=sys.stderr)
+    print(f"error: {exc}", file=sys.stderr)  # the last line: what the launcher quotes
+    return ExitCode.FAILED
+
+
+def _read_inputs(config_path: Path, data_path: Path) -> tuple[DistillConfig, list[DatasetRecord]]:
+    """The job config and records the launcher wrote; unreadable or invalid inputs are permanent errors."""
+    from contract.job_config import DistillConfig
+    from worker.context import BadJobInput
+    from worker.training.data import read_records
+
+    try:
+        text = config_path.read_text()
+    except OSError as exc:
+        raise BadJobInput(f"cannot read the job config: {exc}") from exc
+    config = DistillConfig.model_validate_json(text)
+    try:
+        return config, read_records(data_path)
+    except OSError as exc:
+        raise BadJobInput(f"cannot read the job records: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,18 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-id", default=None, help="recorded in checkpoint meta.json")
     args = parser.parse_args(argv)
 
-    from pydantic import ValidationError
-
-    from contract.job_config import DistillConfig
-    from worker.training.data import read_records
-
-    try:
-        config = DistillConfig.model_validate_json(args.config.read_text())
-        records = read_records(args.data)
-    except (OSError, ValueError, ValidationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
     stop_requested = False
 
     def request_stop(signum: int, _frame: Any) -> None:
@@ -73,10 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    rank, world = _init_distributed(config.resources.device)
     try:
-        from worker.training.recipe import run_training
+        config, records = _read_inputs(args.config, args.data)
+    except Exception as exc:
+        return _fail(exc)
 
+    from worker.training.distributed import init_distributed, shutdown_distributed
+    from worker.training.trainer import run_training
+
+    rank, _world = init_distributed(config.resources.device)
+    try:
         result = run_training(
             config,
             records,
@@ -85,31 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             should_stop=lambda: stop_requested,
             job_id=args.job_id,
         )
-    except ValueError as exc:  # incompatible teacher, nothing trainable, checkpoint from another run, ...
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except Exception as exc:
+        return _fail(exc)
     finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        shutdown_distributed()
     if rank == 0:
-        _emit(
-            "result",
-            {
-                "status": result.status,
-                "steps": result.steps,
-                "total_steps": result.total_steps,
-                "final_metrics": result.final_metrics,
-                "skipped": result.skipped,
-                "final_dir": result.final_dir,
-                "checkpoint_dir": result.checkpoint_dir,
-                "eval_report_path": result.eval_report_path,
-                "plot_path": result.plot_path,
-                "resumed_from_step": result.resumed_from_step,
-            },
-        )
-    return 0 if result.status == "completed" else EXIT_STOPPED
+        _emit("result", result.to_json())
+    return ExitCode.COMPLETED if result.status == "completed" else ExitCode.STOPPED
 
 
 if __name__ == "__main__":
