@@ -4,7 +4,8 @@ A handler is ``handler(ctx: JobContext) -> dict``; the dict is stored as the job
 must call ``ctx.should_stop()`` regularly (the trainer does so every step) and, when that turns
 True, save what it has (a checkpoint) and return ``{"status": "stopped", ...}``: the worker then
 cancels the job or hands it back, depending on why it stopped. A job that runs again (after a
-hand-back or a dead worker) gets the same ``out_dir`` and resumes from what it finds there.
+hand-back or a dead worker) gets the same ``out_dir`` and resumes from what it finds there. Its
+data comes through ``ctx.dataset_records()`` (the worker's store, ``worker.store``).
 
 Permanence: ``is_permanent(exc)`` is the one rule, used in-process (the worker loop) and under
 torchrun (the ranks' exit code, read back by the launcher). A permanent error fails the job at once;
@@ -21,9 +22,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from contract.rundir import RunDir
+from contract.spans import DatasetRecord
 from contract.vocab import TokenizerMismatch
 
 if TYPE_CHECKING:
@@ -53,6 +55,12 @@ def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, ValidationError)
 
 
+class JobStore(Protocol):
+    """What a handler may read from the worker's store (``worker.store.Store``)."""
+
+    def load_dataset_records(self, dataset_id: uuid.UUID) -> list[DatasetRecord]: ...
+
+
 @dataclass
 class JobContext:
     job_id: uuid.UUID
@@ -63,6 +71,7 @@ class JobContext:
     dataset_id: uuid.UUID | None
     out_dir: Path
     settings: Settings
+    store: JobStore
     _report_progress: Callable[[dict[str, Any]], None] = field(repr=False)
     _log: Callable[[str, str, dict[str, Any] | None], None] = field(repr=False)
     _should_stop: Callable[[], bool] = field(repr=False)
@@ -70,6 +79,20 @@ class JobContext:
     @property
     def run_dir(self) -> RunDir:
         return RunDir(self.out_dir)
+
+    def dataset_records(self) -> list[DatasetRecord]:
+        """The records of the job's dataset (its ``dataset_id`` column, else ``config["dataset_id"]``).
+
+        No dataset id, one that is not a uuid, or a dataset missing or empty: ``PermanentJobError``.
+        """
+        dataset_id = self.dataset_id or self.config.get("dataset_id")
+        if not dataset_id:
+            raise PermanentJobError(f"a job of kind {self.kind!r} needs a dataset_id")
+        try:
+            key = uuid.UUID(str(dataset_id))
+        except ValueError:
+            raise PermanentJobError(f"dataset_id {dataset_id!r} is not a uuid") from None
+        return self.store.load_dataset_records(key)
 
     def report_progress(self, progress: dict[str, Any]) -> None:
         """Store the job's progress ({step, total, tokens_per_s, eta_s, ...}) and a progress event."""

@@ -1,11 +1,9 @@
-"""What a worker does with each kind of job: a registry of handlers and the context they get.
+"""What a worker does with each kind of job: the handler registry and the built-in kinds.
 
-A handler is ``handler(ctx: JobContext) -> dict``; the dict is stored as the job's ``result``.
-It must call ``ctx.should_stop()`` regularly (the trainer does so every step) and, when that
-turns True, save what it has (a checkpoint) and return ``{"status": "stopped", ...}``: the worker
-then cancels the job or hands it back, depending on why it stopped. A job that runs again (after
-a hand-back or a dead worker) gets the same ``out_dir`` and should resume from what it finds
-there. Raising ``PermanentJobError`` fails the job at once; any other exception is retried.
+A handler is ``handler(ctx: worker.context.JobContext) -> dict`` (the contract is in
+``worker.context``). ``distill`` trains the student with the launcher its resources ask for
+(``worker.launchers``); ``evaluate`` scores a model on one split. A job whose stored config is
+invalid fails at once (pydantic's ``ValidationError`` is permanent, see ``worker.context.is_permanent``).
 
 More kinds can be added by plugins: ``DISTILLERY_WORKER_PLUGINS="pkg.module,pkg.other:setup"``
 imports each module (its ``@register`` decorators run) and calls ``setup()`` when named.
@@ -14,14 +12,18 @@ imports each module (its ``@register`` decorators run) and calls ``setup()`` whe
 from __future__ import annotations
 
 import importlib
-import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from worker.context import JobContext, PermanentJobError
+from pydantic import BaseModel
+
+from contract.job_config import DistillConfig, EvaluateConfig
+from worker.context import JobContext
+from worker.launchers import launch
 
 Handler = Callable[[JobContext], dict[str, Any]]
 HANDLERS: dict[str, Handler] = {}
+M = TypeVar("M", bound=BaseModel)
 
 
 def register(kind: str) -> Callable[[Handler], Handler]:
@@ -46,47 +48,34 @@ def load_plugins(spec: str | None) -> None:
             getattr(module, attr)()
 
 
-# -- distill -------------------------------------------------------------------------------------------------
-
-
-def load_dataset_records(ctx: JobContext) -> list[dict[str, Any]]:
-    """The job's dataset records (CONTRACTS "Dataset record" plus metadata, ``split`` included), read
-    from the dataset's immutable snapshot in the database (``app.datasets.repository``)."""
-    from app.datasets import records as datasets
-    from app.db import Database
-    from app.embedded import resolve_database_url
-
-    dataset_id = ctx.dataset_id or ctx.config.get("dataset_id")
-    if not dataset_id:
-        raise PermanentJobError("a distill job needs a dataset_id")
-    try:
-        key = uuid.UUID(str(dataset_id))
-    except ValueError:
-        raise PermanentJobError(f"dataset_id {dataset_id!r} is not a uuid") from None
-    db = Database(resolve_database_url(ctx.settings.database_url, ctx.settings.pgdata_dir), ctx.settings)
-    try:
-        with db.sessionmaker() as session:
-            records = datasets.load_records(session, key)
-    finally:
-        db.dispose()
-    if records is None:
-        raise PermanentJobError(f"dataset {dataset_id} not found")
-    if not records:
-        raise PermanentJobError(f"dataset {dataset_id} is empty")
-    return records
+def _config(ctx: JobContext, model: type[M]) -> M:
+    # dataset_id is the job's own column (the API stores it beside the config), not a config field.
+    return model.model_validate({k: v for k, v in ctx.config.items() if k != "dataset_id"})
 
 
 @register("distill")
 def distill(ctx: JobContext) -> dict[str, Any]:
-    """Train the student on the job's dataset (in-process, or under torchrun for resources.gpus > 1)."""
-    from worker.runs import run_distill
-
-    return run_distill(ctx, load_dataset_records(ctx))
+    """Train the student on the job's dataset; the run's files land in ``ctx.out_dir``."""
+    records = ctx.dataset_records()
+    config = _config(ctx, DistillConfig)
+    ctx.log(f"training on {len(records)} records", data={"attempt": ctx.attempt, "gpus": config.resources.gpus})
+    return launch(ctx, config, records).job_result(ctx.out_dir)
 
 
 @register("evaluate")
 def evaluate(ctx: JobContext) -> dict[str, Any]:
-    """Score a model on a split of the job's dataset; writes out_dir/eval_report.json."""
-    from worker.runs import run_evaluate
+    """Score a model on a split of the job's dataset; writes ``eval_report.json`` in ``ctx.out_dir``."""
+    records = ctx.dataset_records()
+    config = _config(ctx, EvaluateConfig)
+    from worker.training.evaluate import run_evaluation  # torch: imported only once a job runs
 
-    return run_evaluate(ctx, load_dataset_records(ctx))
+    ctx.log(f"evaluating {config.student_model} on the {config.split} split", data={"records": len(records)})
+    ctx.report_progress({"step": 0, "total": 1, "phase": "evaluating"})
+    report = run_evaluation(config, records, ctx.out_dir)
+    ctx.report_progress({"step": 1, "total": 1, "phase": "done"})
+    return {
+        "status": "completed",
+        "metrics": report["metrics"],
+        "skipped": report["skipped"],
+        "paths": {"out_dir": str(ctx.out_dir), "eval_report": str(ctx.run_dir.eval_report)},
+    }

@@ -1,13 +1,13 @@
 """The lease-renewal thread that runs beside every job.
 
-It holds its own database connection (so the job never waits on the database, and a slow
-statement elsewhere never delays a renewal), renews the lease every ``lease_seconds / 3``, and
-writes the progress the job reports in batches about once a second (the latest one into
-``jobs.progress``, each one as a progress event), so a training step costs no database round
-trip. It raises its ``abort`` event when the job must stop: a cancel was requested (seen at the
-next renewal or progress write), or the lease was lost (another worker may already run the job).
-When the database stays unreachable for longer than a lease, the lease is treated as lost too:
-by then another worker may legitimately have claimed the job.
+It writes through a ``LeaseWriter`` of the worker's store: a database connection of its own, so
+the job never waits on the database and a slow statement elsewhere never delays a renewal. It
+renews the lease every ``lease_seconds / 3`` and writes the progress the job reports in batches
+about once a second (the latest one into ``jobs.progress``, each one as a progress event), so a
+training step costs no database round trip. It raises its ``abort`` event when the job must stop:
+a cancel was requested (seen at the next renewal or progress write), or the lease was lost (another
+worker may already run the job). When the database stays unreachable for longer than a lease, the
+lease is treated as lost too: by then another worker may legitimately have claimed the job.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, Engine
-
-from app.jobs import queue
+from worker.store import LeaseWriter, Store
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +26,7 @@ log = logging.getLogger(__name__)
 class Heartbeat(threading.Thread):
     def __init__(
         self,
-        engine: Engine,
+        store: Store,
         job_id: uuid.UUID,
         worker_id: str,
         lease_seconds: float,
@@ -37,7 +35,6 @@ class Heartbeat(threading.Thread):
         flush_interval: float = 1.0,
     ) -> None:
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.engine = engine
         self.job_id = job_id
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
@@ -49,7 +46,7 @@ class Heartbeat(threading.Thread):
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._pending: list[dict[str, Any]] = []
-        self._conn: Connection | None = None
+        self._writer: LeaseWriter = store.lease_writer()  # connects on its first write
         self._last_ok = time.monotonic()
 
     def push_progress(self, progress: dict[str, Any]) -> None:
@@ -80,8 +77,7 @@ class Heartbeat(threading.Thread):
                 if renew:
                     next_renewal = time.monotonic() + self.interval
         finally:
-            if self._conn is not None:
-                self._conn.close()
+            self._writer.close()
 
     def _write(self, *, renew: bool) -> None:
         with self._lock:
@@ -89,20 +85,9 @@ class Heartbeat(threading.Thread):
         if not renew and not batch:
             return
         try:
-            if self._conn is None:
-                self._conn = self.engine.connect()
-            with self._conn.begin():
-                if renew:
-                    result = queue.heartbeat(self._conn, self.job_id, self.worker_id, self.lease_seconds)
-                    queue.worker_heartbeat(self._conn, self.worker_id, self.job_id if result.ok else None)
-                if batch:
-                    result = queue.set_progress(self._conn, self.job_id, self.worker_id, batch)
+            result = self._writer.write(self.job_id, self.worker_id, self.lease_seconds, renew=renew, reports=batch)
         except Exception:
             log.warning("heartbeat failed", exc_info=True, extra={"job_id": str(self.job_id)})
-            if self._conn is not None:
-                self._conn.invalidate()
-                self._conn.close()
-                self._conn = None
             with self._lock:  # keep the reports for the next try
                 self._pending[:0] = batch
             if time.monotonic() - self._last_ok > self.lease_seconds:

@@ -11,7 +11,8 @@ lease. The job is then settled:
 - stopped because the worker is shutting down (SIGTERM/SIGINT, or the stop function of a
   background worker) → handed back: queued again at once, the attempt not counted;
 - raised → retried with backoff, or ``failed`` with the traceback when no attempt is left
-  (at once for ``PermanentJobError``);
+  (at once when ``worker.context.is_permanent`` says retrying cannot help: the same rule the
+  torchrun ranks apply through their exit code);
 - lease lost meanwhile → nothing is written: the job is another worker's now.
 
 Options come from ``Settings`` (so from ``DISTILLERY_*`` variables): ``worker_lease_seconds``
@@ -19,11 +20,13 @@ Options come from ``Settings`` (so from ``DISTILLERY_*`` variables): ``worker_le
 ``worker_kinds`` (``…_KINDS``, comma-separated; default every kind with a handler),
 ``worker_plugins`` (``…_PLUGINS``, see ``worker.handlers``) and ``worker_listen`` (``…_LISTEN``;
 false = poll only). Arguments of ``run_worker`` override them.
+
+The database is reached only through one ``worker.store.Store`` per worker (one engine), shared with
+the heartbeat threads and, through the ``JobContext``, with the handlers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import logging
 import os
@@ -40,17 +43,12 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import orjson
-import psycopg
-from sqlalchemy import Row
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings
-from app.db import Database
-from app.errors import is_connection_error
-from app.jobs import queue
-from worker.handlers import HANDLERS, JobContext, PermanentJobError, load_plugins
+from worker.context import JobContext, PermanentJobError, is_permanent
+from worker.handlers import HANDLERS, load_plugins
 from worker.heartbeat import Heartbeat
+from worker.store import ClaimedJob, DatabaseError, Store, is_connection_error
 
 log = logging.getLogger(__name__)
 
@@ -83,50 +81,6 @@ def _jsonable(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY))
 
 
-class Listener:
-    """A dedicated autocommit psycopg connection that LISTENs on the queue channel."""
-
-    def __init__(self, database_url: str) -> None:
-        self.conninfo = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self.conn: psycopg.Connection[Any] | None = None
-
-    def open(self) -> bool:
-        try:
-            self.conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
-            self.conn.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
-            return True
-        except psycopg.Error as exc:
-            log.warning("LISTEN unavailable, polling only: %s", exc.__class__.__name__)
-            self.close()
-            return False
-
-    def wait(self, timeout: float, stop: threading.Event) -> bool:
-        """Block until a notification, ``timeout`` seconds, or ``stop``; True when notified."""
-        deadline = time.monotonic() + timeout
-        while not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            if self.conn is None and not self.open():
-                stop.wait(min(left, 1.0))
-                continue
-            assert self.conn is not None
-            try:
-                # Short slices so that a stop request is seen within half a second.
-                for _ in self.conn.notifies(timeout=min(left, 0.5), stop_after=1):
-                    return True
-            except psycopg.Error:
-                log.warning("LISTEN connection lost; reconnecting")
-                self.close()
-        return False
-
-    def close(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self.conn.close()
-            self.conn = None
-
-
 class Worker:
     def __init__(
         self,
@@ -141,32 +95,28 @@ class Worker:
     ) -> None:
         self.database_url = database_url
         self.settings = settings
-        # Handlers get the database this worker actually uses (also when it was resolved, e.g. embedded).
+        # Handlers and plugins see the database this worker uses (also when it was resolved, e.g. embedded).
         self.job_settings = settings.model_copy(update={"database_url": database_url})
         self.id = worker_id
         self.kinds = kinds
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
         self.stop = stop
-        self.db = Database(database_url, settings)
-        self.engine = self.db.engine
+        self.store = Store(database_url, settings)
 
     def run(self, once: bool) -> int:
-        listener = Listener(self.database_url)
+        listener = self.store.listener()
         if self.settings.worker_listen:
             listener.open()  # before the first claim, so no NOTIFY in between is missed
         try:
-            with self.engine.begin() as conn:
-                queue.prune_workers(conn, max(3600.0, 10 * self.lease_seconds))
-                queue.register_worker(conn, self.id, host=socket.gethostname(), pid=os.getpid(),
-                                      devices=detect_devices(), kinds=self.kinds)
+            self.store.prune_workers(max(3600.0, 10 * self.lease_seconds))
+            self.store.register_worker(self.id, host=socket.gethostname(), pid=os.getpid(), devices=detect_devices(),
+                                       kinds=self.kinds)
             log.info("worker started", extra={"worker": self.id, "kinds": self.kinds})
             while not self.stop.is_set():
                 try:
-                    with self.engine.begin() as conn:
-                        job = queue.claim(conn, self.id, self.lease_seconds, self.kinds)
-                        queue.worker_heartbeat(conn, self.id, job.id if job is not None else None)
-                except DBAPIError as exc:
+                    job = self.store.claim(self.id, self.lease_seconds, self.kinds)
+                except DatabaseError as exc:
                     if not is_connection_error(exc):
                         raise
                     log.warning("database unavailable; retrying", extra={"worker": self.id})
@@ -186,26 +136,26 @@ class Worker:
         finally:
             listener.close()
             try:
-                with self.engine.begin() as conn:
-                    queue.remove_worker(conn, self.id)
-            except DBAPIError:
+                self.store.remove_worker(self.id)
+            except DatabaseError:
                 log.warning("could not unregister worker", extra={"worker": self.id})
-            self.db.dispose()
+            self.store.close()
         log.info("worker stopped", extra={"worker": self.id})
         return 0
 
     # -- one job -----------------------------------------------------------------------------------------
 
-    def run_job(self, job: Row[Any]) -> None:
+    def run_job(self, job: ClaimedJob) -> None:
         job_id: uuid.UUID = job.id
         extra = {"job_id": str(job_id), "kind": job.kind, "attempt": job.attempts, "worker": self.id}
         log.info("job started", extra=extra)
         out_dir = self.settings.job_dir(job_id)
         out_dir.mkdir(parents=True, exist_ok=True)
-        hb = Heartbeat(self.engine, job_id, self.id, self.lease_seconds)
+        hb = Heartbeat(self.store, job_id, self.id, self.lease_seconds)
         ctx = JobContext(
-            job_id=job_id, kind=job.kind, config=dict(job.config or {}), attempt=job.attempts,
+            job_id=job_id, kind=job.kind, config=dict(job.config), attempt=job.attempts,
             max_attempts=job.max_attempts, dataset_id=job.dataset_id, out_dir=out_dir, settings=self.job_settings,
+            store=self.store,
             _report_progress=partial(self._report_progress, hb),
             _log=partial(self._log, job_id),
             _should_stop=lambda: self.stop.is_set() or hb.should_abort(),
@@ -219,10 +169,8 @@ class Worker:
             if handler is None:
                 raise PermanentJobError(f"this worker has no handler for job kind {job.kind!r}")
             result = _jsonable(handler(ctx))
-        except PermanentJobError:
-            error, permanent = traceback.format_exc(), True
-        except Exception:
-            error = traceback.format_exc()
+        except Exception as exc:
+            error, permanent = traceback.format_exc(), is_permanent(exc)
         finally:
             hb.stop()
         self._retrying(lambda: self._settle(job_id, hb, result, error, permanent))
@@ -232,24 +180,22 @@ class Worker:
         self, job_id: uuid.UUID, hb: Heartbeat, result: dict[str, Any] | None, error: str | None, permanent: bool
     ) -> None:
         stopped = error is not None or (isinstance(result, dict) and result.get("status") == "stopped")
-        with self.engine.begin() as conn:
-            if hb.lease_lost:
-                queue.add_event(conn, job_id, "log", f"worker {self.id} lost its lease; its outcome was dropped",
-                                level="warning")
-                return
-            if hb.cancel_requested and stopped:
-                done = queue.finish(conn, job_id, self.id, "cancelled", result=result, error=error)
-            elif self.stop.is_set() and stopped:
-                done = queue.release(conn, job_id, self.id) is not None
-            elif error is not None and permanent:
-                done = queue.finish(conn, job_id, self.id, "failed", error=error)
-            elif error is not None:
-                done = queue.fail_or_retry(conn, job_id, self.id, error) is not None
-            elif stopped:  # stopped early without being asked to: resume later elsewhere
-                done = queue.release(conn, job_id, self.id, reason="handler stopped early") is not None
-            else:
-                done = queue.finish(conn, job_id, self.id, "succeeded", result=result)
-            queue.worker_heartbeat(conn, self.id, None)
+        if hb.lease_lost:
+            self.store.add_event(job_id, "log", f"worker {self.id} lost its lease; its outcome was dropped",
+                                 level="warning")
+            return
+        if hb.cancel_requested and stopped:
+            done = self.store.finish(job_id, self.id, "cancelled", result=result, error=error)
+        elif self.stop.is_set() and stopped:
+            done = self.store.release(job_id, self.id)
+        elif error is not None and permanent:
+            done = self.store.finish(job_id, self.id, "failed", error=error)
+        elif error is not None:
+            done = self.store.fail_or_retry(job_id, self.id, error)
+        elif stopped:  # stopped early without being asked to: resume later elsewhere
+            done = self.store.release(job_id, self.id, reason="handler stopped early")
+        else:
+            done = self.store.finish(job_id, self.id, "succeeded", result=result)
         if not done:
             log.warning("lease lost before the job was settled", extra={"job_id": str(job_id), "worker": self.id})
 
@@ -258,7 +204,7 @@ class Worker:
         for i in range(tries):
             try:
                 return fn()
-            except DBAPIError as exc:
+            except DatabaseError as exc:
                 if not is_connection_error(exc) or i == tries - 1:
                     log.exception("could not settle the job")
                     return None
@@ -274,9 +220,8 @@ class Worker:
     def _log(self, job_id: uuid.UUID, message: str, level: str, data: dict[str, Any] | None) -> None:
         log.log(logging.getLevelName(level.upper()), message, extra={"job_id": str(job_id)})
         try:
-            with self.engine.begin() as conn:
-                queue.add_event(conn, job_id, "log", message, _jsonable(data) if data else None, level=level)
-        except DBAPIError:
+            self.store.add_event(job_id, "log", message, _jsonable(data) if data else None, level=level)
+        except DatabaseError:
             log.warning("could not store a job log line", extra={"job_id": str(job_id)})
 
 

@@ -1,5 +1,5 @@
 """Committed datasets read from outside the API: ``distillery datasets export`` in a subprocess, and
-the worker's ``load_dataset_records``."""
+the worker's read of a job's records (``JobContext.dataset_records`` through ``worker.store.Store``)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.datasets.helpers import create, ingest_approved
-from worker.handlers import JobContext, PermanentJobError, load_dataset_records
+from worker.context import JobContext, PermanentJobError
+from worker.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,27 +50,48 @@ def test_cli_export_writes_what_the_api_streams(committed_client, database_url, 
     assert bad.returncode == 2
 
 
-def _ctx(settings: Any, database_url: str, tmp_path: Path, dataset_id: uuid.UUID | None,
+@pytest.fixture
+def store(database_url: str, settings: Any) -> Iterator[Store]:
+    store = Store(database_url, settings)
+    yield store
+    store.close()
+
+
+def _ctx(settings: Any, store: Store, tmp_path: Path, dataset_id: uuid.UUID | None,
          config: dict[str, Any] | None = None) -> JobContext:
     return JobContext(job_id=uuid.uuid4(), kind="distill", config=config or {}, attempt=1, max_attempts=1,
-                      dataset_id=dataset_id, out_dir=tmp_path,
-                      settings=settings.model_copy(update={"database_url": database_url}),
+                      dataset_id=dataset_id, out_dir=tmp_path, settings=settings, store=store,
                       _report_progress=lambda p: None, _log=lambda m, level, data: None, _should_stop=lambda: False)
 
 
-def test_worker_reads_the_snapshot_records(committed_client, database_url, settings, tmp_path):
+def test_worker_reads_the_snapshot_records(committed_client, database, store, settings, tmp_path):
     ingest_approved(committed_client, "w-1")
     ingest_approved(committed_client, "w-2")
     ds = create(committed_client, "worker", eval_fraction=0.5, seed=4).json()
     exported = [json.loads(line) for line in committed_client.get(f"/v1/datasets/{ds['id']}/export").text.splitlines()]
 
-    records = load_dataset_records(_ctx(settings, database_url, tmp_path, uuid.UUID(ds["id"])))
+    records = _ctx(settings, store, tmp_path, uuid.UUID(ds["id"])).dataset_records()
     assert records == exported and len(records) == 2
     assert {r["split"] for r in records} <= {"train", "eval"} and all(0 <= r["complexity"] <= 1 for r in records)
-    assert load_dataset_records(_ctx(settings, database_url, tmp_path, None, {"dataset_id": ds["id"]})) == records
+    assert _ctx(settings, store, tmp_path, None, {"dataset_id": ds["id"]}).dataset_records() == records
 
     missing = uuid.uuid4()
     with pytest.raises(PermanentJobError, match=f"dataset {missing} not found"):
-        load_dataset_records(_ctx(settings, database_url, tmp_path, missing))
-    with pytest.raises(PermanentJobError, match="needs a dataset_id"):
-        load_dataset_records(_ctx(settings, database_url, tmp_path, None))
+        _ctx(settings, store, tmp_path, missing).dataset_records()
+    with pytest.raises(PermanentJobError, match="a job of kind 'distill' needs a dataset_id"):
+        _ctx(settings, store, tmp_path, None).dataset_records()
+    with pytest.raises(PermanentJobError, match="'nope' is not a uuid"):
+        _ctx(settings, store, tmp_path, None, {"dataset_id": "nope"}).dataset_records()
+
+    empty = uuid.uuid4()  # the API never freezes an empty dataset; a row written by hand stands in for one
+    with database.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO datasets (id, name, filter, statuses, eval_fraction, seed, dedupe, n_items, n_train, n_eval,"
+            " content_sha256, stats) VALUES (:id, 'empty', '{}', '{approved}', 0.2, 0, false, 0, 0, 0, '', '{}')"),
+            {"id": empty})
+    try:
+        with pytest.raises(PermanentJobError, match=f"dataset {empty} is empty"):
+            store.load_dataset_records(empty)
+    finally:
+        with database.engine.begin() as conn:
+            conn.execute(text("DELETE FROM datasets WHERE id = :id"), {"id": empty})

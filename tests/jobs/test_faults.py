@@ -1,6 +1,7 @@
 """Fault tolerance of real distill jobs: a worker killed with SIGKILL mid-training (another worker takes
-the job after its lease expires and resumes from the checkpoint), cancel of a running job, and a job
-whose model cannot load (failed with its traceback after max_attempts, never more)."""
+the job after its lease expires and resumes from the checkpoint), cancel of a running job, a job that
+fails for a reason another attempt may not meet (retried with backoff, failed after max_attempts, never
+more), and a job whose model cannot load (failed at once: retrying cannot fix it)."""
 
 from __future__ import annotations
 
@@ -105,15 +106,17 @@ def test_cancel_stops_a_running_distill_job_within_seconds(committed, database_u
     assert steps == [job["result"]["steps"]]
 
 
-def test_a_distill_job_that_cannot_load_its_model_is_retried_then_failed(committed, database, database_url,  # type: ignore[no-untyped-def]
-                                                                         jobs_settings) -> None:
+def test_a_distill_job_that_cannot_run_here_is_retried_then_failed(committed, database, database_url,  # type: ignore[no-untyped-def]
+                                                                   jobs_settings) -> None:
     client = committed
     dataset = make_dataset(client, 3)
-    job_id = client.post("/v1/jobs", json=distill_spec(dataset["id"], model="broken", max_attempts=2)).json()["id"]
+    # More GPUs than any worker here has: another worker of a fleet might, so this is not permanent.
+    spec = distill_spec(dataset["id"], max_attempts=2, resources={"device": "cuda", "gpus": 64})
+    job_id = client.post("/v1/jobs", json=spec).json()["id"]
     assert run_worker(database_url, jobs_settings, once=True, kinds=["distill"]) == 0
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert (job["status"], job["attempts"]) == ("queued", 1)  # backing off before attempt 2
-    assert "Traceback" in job["error"] and "broken" in job["error"]
+    assert "Traceback" in job["error"] and "the job asks for 64 GPUs" in job["error"]
     assert run_worker(database_url, jobs_settings, once=True, kinds=["distill"]) == 0
     assert client.get(f"/v1/jobs/{job_id}").json()["attempts"] == 1  # not due yet: nothing ran
     with database.engine.begin() as conn:
@@ -129,3 +132,16 @@ def test_a_distill_job_that_cannot_load_its_model_is_retried_then_failed(committ
     assert "attempt 1 failed; retry in 2s" in states and states[-1] == "failed"
     # an operator fixes the cause and retries: attempts start over
     assert client.post(f"/v1/jobs/{job_id}/retry").json()["attempts"] == 0
+
+
+def test_a_distill_job_that_cannot_load_its_model_fails_at_once(committed, database_url, jobs_settings) -> None:  # type: ignore[no-untyped-def]
+    client = committed
+    dataset = make_dataset(client, 3)
+    # "broken" holds a tokenizer but no weights: the API accepts the folder, loading the model fails.
+    job_id = client.post("/v1/jobs", json=distill_spec(dataset["id"], model="broken", max_attempts=3)).json()["id"]
+    assert run_worker(database_url, jobs_settings, once=True, kinds=["distill"]) == 0
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert (job["status"], job["attempts"]) == ("failed", 1), job["error"]
+    assert "ModelLoadError" in job["error"] and "broken" in job["error"]
+    states = [e["message"] for e in client.get(f"/v1/jobs/{job_id}/events", params={"kind": "state"}).json()["items"]]
+    assert states[-1] == "failed" and not any("retry in" in s for s in states)

@@ -8,8 +8,8 @@ import os
 import sys
 
 from tests.jobs.conftest import distill_spec, make_dataset, wait_for
+from worker.launchers.torchrun import child_pids, torchrun_command
 from worker.loop import run_worker, start_background_worker
-from worker.torchrun import child_pids, torchrun_command
 
 
 def _two_cpu_ranks(dataset_id: str, **training: int) -> dict:
@@ -54,11 +54,14 @@ def test_two_ranks_train_and_stop_on_cancel(committed, database_url, jobs_settin
     finally:
         stop()
     job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["result"]["status"] == "stopped" and job["result"]["steps"] >= 2
-    assert job["result"]["returncode"] != 0
+    result = job["result"]  # the same shape as an in-process run's (TrainResult.job_result)
+    assert result["status"] == "stopped" and result["steps"] >= 2 and result["total_steps"] == 100_000
     out = jobs_settings.job_dir(job_id)
     checkpoints = sorted(p.name for p in (out / "checkpoints").glob("step-*"))
-    assert len(checkpoints) == 1 and int(checkpoints[0].split("-")[1]) >= 2  # written on the way out
+    assert len(checkpoints) == 1 and int(checkpoints[0].split("-")[1]) == result["steps"]  # written on the way out
+    assert result["paths"]["checkpoint"] == str(out / "checkpoints" / checkpoints[0])
+    events = client.get(f"/v1/jobs/{job_id}/events", params={"kind": "log", "limit": 500}).json()["items"]
+    assert any(e["message"].startswith("the ranks stopped; torchrun exited with") for e in events)
     assert (out / "train.log").is_file()
     assert child_pids(os.getpid()) == [] or all("torch" not in _cmdline(p) for p in child_pids(os.getpid()))
 

@@ -23,7 +23,8 @@ from sqlalchemy import Engine, select, text
 
 from app.jobs import queue
 from app.models import Job, JobEvent
-from worker.handlers import HANDLERS, JobContext
+from worker.context import JobContext
+from worker.handlers import HANDLERS
 from worker.loop import run_worker, start_background_worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -285,3 +286,15 @@ def test_distill_job_trains_from_its_dataset(engine: Engine, database_url: str, 
     assert Path(row.result["paths"]["final_model"]).is_dir()
     assert row.progress["step"] == 2 and row.progress["total"] == 2
     assert [e.data["step"] for e in _events(engine, job_id, "progress")] == [1, 2]
+
+
+def test_a_stored_config_that_does_not_validate_fails_at_once(engine: Engine, database_url: str,  # type: ignore[no-untyped-def]
+                                                             settings, tiny_model_dir: Path) -> None:
+    # Written with the queue directly: the API would refuse it at submit time.
+    dataset_id = _insert_dataset(engine, [_record(i, "train") for i in range(2)])
+    config = {"student_model": str(tiny_model_dir), "resources": {"device": "cpu"}, "training": {"max_stepz": 2}}
+    job_id = _enqueue(engine, "distill", config, dataset_id=dataset_id, max_attempts=3)
+    assert run_worker(database_url, settings, once=True, kinds=["distill"]) == 0
+    row = _job(engine, job_id)
+    assert (row.status, row.attempts) == ("failed", 1)  # permanent: not retried
+    assert "ValidationError" in row.error and "max_stepz" in row.error
