@@ -7,10 +7,14 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install --index-url ${TORCH_INDEX} torch==2.13.0 || pip install torch==2.13.0
 COPY pyproject.toml README.md alembic.ini ./
+COPY client ./client
 COPY app ./app
 COPY worker ./worker
+COPY contract ./contract
+COPY cli ./cli
 COPY migrations ./migrations
-RUN pip install ".[train]"
+# The client is its own distribution, and the server requires it: one resolve takes it from ./client.
+RUN pip install ./client ".[train]"
 RUN useradd --create-home distillery && mkdir -p /data && chown distillery /data
 USER distillery
 ENV DISTILLERY_DATA_DIR=/data

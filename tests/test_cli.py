@@ -1,4 +1,5 @@
-"""The ``distillery`` command line against a real database and a tiny tokenizer."""
+"""The ``distillery`` command line (``cli/``) against a real database and a tiny tokenizer, each command in a
+subprocess as a user runs it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 
@@ -46,12 +49,16 @@ def test_db_upgrade_and_keys(database_url):
     assert bad.returncode == 2 and "unknown scopes: root" in bad.stderr
 
 
-def test_masks_show_from_a_request_body(tmp_path):
+def _tokenizer(tmp_path: Path, body: dict[str, Any]) -> Path:
     from worker.training.tiny import build_tiny_model
 
-    body = openai("masks")
     corpus = [m["content"] or "" for m in body["messages"]] * 10
-    model_dir = build_tiny_model(tmp_path / "tok", corpus)
+    return build_tiny_model(tmp_path / "tok", corpus)
+
+
+def test_masks_show_from_a_request_body(tmp_path):
+    body = openai("masks")
+    model_dir = _tokenizer(tmp_path, body)
     payload = tmp_path / "trajectory.json"
     payload.write_text(json.dumps(body))
     out = _cli("masks", "show", "--file", str(payload), "--tokenizer", str(model_dir), "--no-color")
@@ -63,3 +70,43 @@ def test_masks_show_from_a_request_body(tmp_path):
         assert "temp_c" not in run.split("⟧")[0] and "Weather in NYC" not in run.split("⟧")[0]
     usage = _cli("masks", "show", "--tokenizer", str(model_dir))
     assert usage.returncode == 2
+    assert "exactly one of --id or --file" in usage.stderr
+    both = _cli("masks", "show", "--tokenizer", str(model_dir), "--file", str(payload), "--id", str(uuid.uuid4()))
+    assert both.returncode == 2 and "exactly one of --id or --file" in both.stderr
+
+
+def test_masks_show_a_stored_trajectory_as_its_request_body_shows(committed_client, database_url, tmp_path):
+    """``--id`` reads the stored canonical messages and current spans: the same marks as the body it came from."""
+    body = openai("masks-stored")
+    model_dir = _tokenizer(tmp_path, body)
+    created = committed_client.post("/v1/trajectories", json=body)
+    assert created.status_code == 201, created.text
+    payload = tmp_path / "trajectory.json"
+    payload.write_text(json.dumps(body))
+    from_file = _cli("masks", "show", "--file", str(payload), "--tokenizer", str(model_dir), "--no-color")
+    stored = _cli("masks", "show", "--id", created.json()["id"], "--tokenizer", str(model_dir), "--no-color",
+                  database_url=database_url)
+    assert stored.returncode == 0, stored.stderr
+    assert "⟦A:" in stored.stdout and stored.stdout == from_file.stdout
+    read = committed_client.get(f"/v1/trajectories/{created.json()['id']}").json()
+    record = tmp_path / "record.json"  # a dataset record: canonical messages and spans, no format
+    record.write_text(json.dumps({k: read[k] for k in ("messages", "spans", "tools")}))
+    from_record = _cli("masks", "show", "--file", str(record), "--tokenizer", str(model_dir), "--no-color")
+    assert from_record.returncode == 0, from_record.stderr
+    assert from_record.stdout == stored.stdout
+    missing = _cli("masks", "show", "--id", str(uuid.uuid4()), "--tokenizer", str(model_dir),
+                   database_url=database_url)
+    assert missing.returncode != 0 and "no trajectory" in missing.stderr
+
+
+def test_help_loads_neither_the_database_layer_nor_torch():
+    """``distillery --help`` and the HTTP-only ``jobs`` commands stay light: every heavy import is lazy."""
+    code = ("import sys, cli.main\n"
+            "heavy = ('sqlalchemy', 'torch', 'transformers', 'fastapi', 'app', 'worker')\n"
+            "print(','.join(m for m in heavy if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    helped = _cli("--help")
+    assert helped.returncode == 0
+    for group in ("serve", "worker", "db", "keys", "masks", "jobs", "datasets"):
+        assert group in helped.stdout

@@ -1,9 +1,14 @@
-"""Project-level checks: app/ never imports torch, and the compose file is valid."""
+"""Project-level checks: app/ never imports torch, the server distribution (built from exactly what the
+Dockerfile copies) holds every package and nothing else, and the compose file is valid."""
 
 from __future__ import annotations
 
+import re
+import shlex
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +29,46 @@ def test_app_never_imports_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"app imports {out.stdout.strip()}"
+
+
+SERVER_PACKAGES = ("app", "cli", "contract", "migrations", "worker")
+
+
+def _dockerfile_copies() -> list[str]:
+    """The build-context paths the Dockerfile's COPY lines bring into the image."""
+    sources: list[str] = []
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            sources += [a for a in shlex.split(line)[1:-1] if not a.startswith("--")]
+    return sources
+
+
+def test_the_image_builds_the_whole_server_and_installs_the_client(tmp_path):
+    """A wheel built from the Dockerfile's COPY set carries every module of the server packages, the
+    ``distillery`` command and the client requirement, and no other top-level name (the client's source
+    folder sits beside it in the image, as it does in the repository)."""
+    context = tmp_path / "image"
+    context.mkdir()
+    for source in _dockerfile_copies():
+        src = ROOT / source
+        if src.is_dir():
+            shutil.copytree(src, context / source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, context / source)
+    install = re.compile(r"^RUN pip install \./client \S*\.\[train\]", re.MULTILINE)
+    assert install.search((ROOT / "Dockerfile").read_text()), "the image must install ./client with the server"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-w", str(tmp_path / "dist"), str(context)], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("distillery_server-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        meta = {n.rsplit("/", 1)[1]: archive.read(n).decode() for n in names if ".dist-info/" in n}
+    assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == set(SERVER_PACKAGES)
+    expected = {p.relative_to(ROOT).as_posix() for pkg in SERVER_PACKAGES for p in (ROOT / pkg).rglob("*.py")
+                if "__pycache__" not in p.parts}
+    assert expected - set(names) == set()
+    assert "distillery = cli.main:main" in meta["entry_points.txt"]
+    assert re.search(r"^Requires-Dist: distillery-client==", meta["METADATA"], re.MULTILINE)
 
 
 def _compose_binary() -> str | None:

@@ -20,9 +20,14 @@ connection with ``Last-Event-ID``, so no event is lost or repeated. Torch-free; 
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import enum
 import json as jsonlib
+import math
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +92,7 @@ class DistilleryClient:
     def _json(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
               headers: dict[str, str] | None = None) -> Any:
         params = {k: v for k, v in (params or {}).items() if v is not None}
-        content = jsonlib.dumps(json, ensure_ascii=False).encode() if json is not None else None
+        content = _dumps(json) if json is not None else None
         hdrs = {"Content-Type": "application/json", **(headers or {})} if content is not None else headers
         return self._check(self.http.request(method, path, content=content, params=params, headers=hdrs)).json()
 
@@ -250,6 +255,50 @@ class DistilleryClient:
                 raise ValueError(f"refusing artifact path {item['path']!r}")
             paths.append(self.download_artifact(job_id, item["path"], target))
         return paths
+
+
+def _default(value: Any) -> Any:
+    """The values json cannot write natively, written the way orjson (the client's former encoder) did."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and ±inf replaced by None (JSON has no such numbers; orjson wrote null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _dumps(value: Any) -> bytes:
+    """A request body: compact JSON, UTF-8, non-ASCII characters as themselves (never ``\\u`` escapes).
+
+    NaN and ±inf become null; a string holding a lone surrogate (not encodable as UTF-8) is refused
+    with TypeError before anything is sent.
+    """
+    options: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False,
+                               "default": _default}
+    try:
+        text = jsonlib.dumps(value, **options)
+    except ValueError as exc:
+        if "Out of range float" not in str(exc):
+            raise
+        text = jsonlib.dumps(_finite(value), **options)  # the slow path only for the rare non-finite float
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TypeError(f"str is not valid UTF-8: {exc.reason}") from None
 
 
 def _parse_sse(lines: Iterator[str]) -> Iterator[Event]:
