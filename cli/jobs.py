@@ -33,7 +33,7 @@ def _echo_json(value: Any) -> None:
 
 @contextmanager
 def _client(api: str | None, key: str | None) -> Iterator[DistilleryClient]:
-    client = DistilleryClient(api, key)
+    client = DistilleryClient(api, key, spool=False)  # the CLI never replays an agent's spooled runs
     try:
         yield client
     except DistilleryError as exc:

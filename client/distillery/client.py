@@ -1,157 +1,205 @@
-"""The Distillery Python client: a small synchronous wrapper over the HTTP API (httpx).
+"""The synchronous client, ``Distillery`` (also importable as ``DistilleryClient``, its former name).
 
-    from distillery import DistilleryClient
+    from distillery import Distillery
 
-    with DistilleryClient("http://127.0.0.1:8000", key="dk_…") as api:
-        api.ingest_batch(trajectories)                        # POST /v1/trajectories/batch
-        api.review_bulk("approve", {"source": "my-agent"})    # POST /v1/trajectories/review/bulk
+    with Distillery("http://127.0.0.1:8000", key="dk_…") as api:
+        with api.trajectory(task="2+2?", source="my-agent") as t:   # recorded, spooled, posted on exit
+            t.final("4")
+        api.submit(trajectory)                                    # background batches; api.flush() waits
+        api.review_bulk("approve", {"source": "my-agent"})
         ds = api.create_dataset("v1", filter={"source": "my-agent"}, eval_fraction=0.1)
-        job = api.submit_job({"kind": "distill", "dataset_id": ds["id"], "student_model": "Qwen/Qwen2.5-0.5B-Instruct",
-                              "training": {"max_steps": 200}})
-        for event in api.stream_events(job["id"]):            # Server-Sent Events until the job ends
+        job = api.submit_job({"kind": "distill", "dataset_id": ds["id"], "student_model": "tiny"})
+        for event in api.stream_events(job["id"]):                # Server-Sent Events until the job ends
             print(event.event, event.data)
-        api.download_artifacts(job["id"], "out/", prefix="final")
 
-``base_url`` defaults to ``$DISTILLERY_API_URL`` (else ``http://127.0.0.1:8000``) and ``key`` to
-``$DISTILLERY_API_KEY``. Every non-2xx answer raises ``DistilleryError`` carrying the problem+json body
-(``status``, ``code``, ``detail``, per-field ``errors``). ``stream_events`` reconnects after a dropped
-connection with ``Last-Event-ID``, so no event is lost or repeated. Torch-free; only httpx.
+Every call is retried per ``Retry`` (see ``distillery.transport``); every non-2xx answer raises
+``DistilleryError`` carrying the problem+json body. ``stream_events`` reconnects after a dropped
+connection with ``Last-Event-ID``, so no event is lost or repeated.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import enum
-import json as jsonlib
-import math
-import os
+import concurrent.futures
+import json
+import logging
+import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = ("succeeded", "failed", "cancelled")
+from distillery import api
+from distillery.base import DEFAULT_URL, ClientBase, SpoolOption, as_batch_answer, splits_batch
+from distillery.batching import Batcher, Batching, Failure
+from distillery.recorder import Trajectory
+from distillery.spool import Claimed, ReplayReport
+from distillery.transport import Call, Retry, SyncTransport
+from distillery.wire import DistilleryError, Event, SSEParser, parse_sse
+
+log = logging.getLogger("distillery")
+
+_parse_sse = parse_sse  # the name tests and older callers import
+TERMINAL = api.TERMINAL
 
 
-class DistilleryError(Exception):
-    """A non-2xx answer; ``problem`` is the RFC 9457 body (or {"detail": text} for a non-JSON one)."""
+class Distillery(ClientBase):
+    """The blocking client. Thread-safe; close it (or use ``with``) so queued trajectories are sent."""
 
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
-        self.status = status
-        self.problem = problem
-        self.code: str = str(problem.get("code", f"http_{status}"))
-        self.detail: str = str(problem.get("detail", ""))
-        self.errors: list[dict[str, Any]] = list(problem.get("errors") or [])
-        super().__init__(f"{status} {self.code}: {self.detail}")
-
-
-@dataclass(frozen=True)
-class Event:
-    """One Server-Sent Event: ``event`` is the kind (state, progress, log, metric, or end)."""
-
-    id: int | None
-    event: str
-    data: dict[str, Any]
-
-
-class DistilleryClient:
     def __init__(self, base_url: str | None = None, key: str | None = None, *, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        self.base_url = (base_url or os.environ.get("DISTILLERY_API_URL") or DEFAULT_URL).rstrip("/")
-        key = key or os.environ.get("DISTILLERY_API_KEY")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+                 transport: httpx.BaseTransport | None = None, retry: Retry | None = None,
+                 batching: Batching | None = None, spool: SpoolOption = True, replay: bool = True) -> None:
+        super().__init__(base_url, key, retry=retry, batching=batching, spool=spool, replay=replay)
+        self.http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport)
+        self.transport = SyncTransport(self.http, self.retry)
+        self.batcher = Batcher(self._post_batch, self.batching)
+        self._replayer: threading.Thread | None = None
+        if self.replay_on_start:
+            self._replayer = threading.Thread(target=self._replay_in_background, name="distillery-replay",
+                                              daemon=True)
+            self._replayer.start()
 
     def close(self) -> None:
-        self.http.close()
+        """Send what is queued, wait for the start-up replay, and close the connection pool."""
+        try:
+            self.batcher.close()
+            self._wait_replayed()
+        finally:
+            self.http.close()
 
-    def __enter__(self) -> DistilleryClient:
+    def __enter__(self) -> Distillery:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- plumbing ------------------------------------------------------------------------------------------
+    def _json(self, call: Call) -> Any:
+        return self.transport.send(call).json()
 
-    @staticmethod
-    def _check(response: httpx.Response) -> httpx.Response:
-        if response.is_success:
-            return response
-        try:
-            problem = response.json()
-        except ValueError:
-            problem = {"detail": response.text[:2000]}
-        raise DistilleryError(response.status_code, problem if isinstance(problem, dict) else {"detail": problem})
-
-    def _json(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-              headers: dict[str, str] | None = None) -> Any:
-        params = {k: v for k, v in (params or {}).items() if v is not None}
-        content = _dumps(json) if json is not None else None
-        hdrs = {"Content-Type": "application/json", **(headers or {})} if content is not None else headers
-        return self._check(self.http.request(method, path, content=content, params=params, headers=hdrs)).json()
-
-    @staticmethod
-    def _idem(key: str | None) -> dict[str, str] | None:
-        return {"Idempotency-Key": key} if key else None
-
-    # -- trajectories and review ---------------------------------------------------------------------------
+    # -- trajectories: single, batched, recorded -------------------------------------------------------------
 
     def ingest(self, trajectory: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
         """POST /v1/trajectories: the receipt ({id, created, ...})."""
-        return self._json("POST", "/v1/trajectories", json=trajectory, headers=self._idem(idempotency_key))
+        return self._json(api.ingest(trajectory, idempotency_key))  # type: ignore[no-any-return]
 
     def ingest_batch(self, items: list[dict[str, Any]], *, idempotency_key: str | None = None) -> dict[str, Any]:
         """POST /v1/trajectories/batch: one result per item ({created, replayed, failed, items})."""
-        return self._json("POST", "/v1/trajectories/batch", json={"items": items},
-                          headers=self._idem(idempotency_key))
+        return self._json(api.ingest_batch(items, idempotency_key))  # type: ignore[no-any-return]
+
+    def submit(self, trajectory: dict[str, Any]) -> concurrent.futures.Future[dict[str, Any]]:
+        """Queue one trajectory for the background batcher; the future holds its per-item answer."""
+        return self.batcher.submit(trajectory)
+
+    def flush(self, timeout: float | None = None) -> list[Failure]:
+        """Send every queued trajectory and wait for the answers (and for the start-up replay); the
+        submitted items that failed since the last flush."""
+        failures = self.batcher.flush(timeout)
+        self._wait_replayed(timeout)
+        return failures
+
+    def _post_batch(self, encoded: list[bytes]) -> dict[str, Any]:
+        return self._json(api.ingest_encoded(encoded))  # type: ignore[no-any-return]
+
+    def deliver(self, t: Trajectory) -> None:
+        """Post a finished recorder (called by its ``__exit__``)."""
+        claim = t.claim
+        try:
+            if t.background:
+                future = self.batcher.submit(t.body())
+                t.status = "queued"
+                future.add_done_callback(lambda f: self._settle(t, claim, None if f.exception() else f.result(),
+                                                                f.exception()))
+                return
+            receipt = self.ingest(t.body(), idempotency_key=t.idempotency_key)
+        except BaseException as exc:  # delivery never raises out of the recorder's block; an interrupt does
+            self._settle(t, claim, None, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self._settle(t, claim, receipt, None)
+
+    def replay_spool(self) -> ReplayReport:
+        """Post what the spool holds (finished trajectories as recorded; those whose process died mid-way
+        as ``unfinished``, see ``distillery.spool``); stops at the first batch the server cannot take."""
+        report = ReplayReport([], [], 0)
+        if self.spool is None:
+            return report
+        for chunk in self._replay_chunks():
+            claimed = list(self.spool.claim(chunk))
+            if not claimed:
+                continue
+            answer, error = self._replay_batch(claimed)
+            self._settle_replayed(claimed, answer, error, report)
+            if error is not None:
+                break
+        return report
+
+    def _replay_batch(self, claimed: list[Claimed]) -> tuple[dict[str, Any] | None, Exception | None]:
+        try:
+            return self.ingest_batch([c.body for c in claimed]), None
+        except Exception as exc:
+            if not splits_batch(exc, len(claimed)):
+                return None, exc
+        results: list[tuple[int, dict[str, Any]]] = []
+        for c in claimed:
+            try:
+                results.append((201, self.ingest(c.body, idempotency_key=c.record.get("idempotency_key"))))
+            except DistilleryError as exc:
+                results.append((exc.status, exc.problem))
+        return as_batch_answer(results), None
+
+    def _replay_in_background(self) -> None:
+        try:
+            report = self.replay_spool()
+        except Exception:
+            log.exception("distillery: replaying the spool failed")
+            return
+        if report:
+            log.info("distillery: replayed the spool: %d stored, %d rejected, %d kept", len(report.stored),
+                     len(report.rejected), report.kept)
+
+    def _wait_replayed(self, timeout: float | None = None) -> None:
+        if self._replayer is not None:
+            self._replayer.join(timeout)
+
+    # -- review and datasets -------------------------------------------------------------------------------
 
     def review_bulk(self, action: str, filter: dict[str, Any], **options: Any) -> dict[str, Any]:
         """POST /v1/trajectories/review/bulk: approve or reject every pending trajectory matching ``filter``."""
-        return self._json("POST", "/v1/trajectories/review/bulk", json={"action": action, "filter": filter, **options})
+        return self._json(api.review_bulk(action, filter, options))  # type: ignore[no-any-return]
 
-    # -- datasets ------------------------------------------------------------------------------------------
-
-    def create_dataset(self, name: str, filter: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+    def create_dataset(self, name: str, filter: dict[str, Any] | None = None, *, idempotency_key: str | None = None,
+                       **options: Any) -> dict[str, Any]:
         """POST /v1/datasets: freeze a snapshot (options: eval_fraction, seed, statuses, dedupe, …)."""
-        return self._json("POST", "/v1/datasets", json={"name": name, "filter": filter or {}, **options})
+        return self._json(api.create_dataset(name, filter, options, idempotency_key))  # type: ignore[no-any-return]
 
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/datasets/{dataset_id}")
+        return self._json(api.get_dataset(dataset_id))  # type: ignore[no-any-return]
 
     def export_dataset(self, dataset_id: str, *, format: str = "jsonl", split: str = "all"
                        ) -> Iterator[dict[str, Any]]:
         """GET /v1/datasets/{id}/export, streamed: one record per line."""
-        params = {"format": format, "split": split}
-        with self.http.stream("GET", f"/v1/datasets/{dataset_id}/export", params=params) as response:
-            if not response.is_success:
-                response.read()
-                self._check(response)
+        with self.transport.stream(api.export_dataset(dataset_id, format, split)) as response:
             for line in response.iter_lines():
                 if line.strip():
-                    yield jsonlib.loads(line)
+                    yield json.loads(line)
 
     # -- jobs ----------------------------------------------------------------------------------------------
 
     def submit_job(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
         """POST /v1/jobs: {kind, dataset_id, <config fields>, priority, max_attempts} → the queued job."""
-        return self._json("POST", "/v1/jobs", json=spec, headers=self._idem(idempotency_key))
+        return self._json(api.submit_job(spec, idempotency_key))  # type: ignore[no-any-return]
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/jobs/{job_id}")
+        return self._json(api.get_job(job_id))  # type: ignore[no-any-return]
 
     def list_jobs(self, *, status: str | None = None, kind: str | None = None, dataset_id: str | None = None,
                   limit: int = 100, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Newest first, following cursors until ``limit`` jobs were yielded."""
         cursor, seen = None, 0
         while seen < limit:
-            page = self._json("GET", "/v1/jobs", params={"status": status, "kind": kind, "dataset_id": dataset_id,
-                                                          "cursor": cursor, "limit": min(page_size, limit - seen)})
+            page = self._json(api.list_jobs_page(status, kind, dataset_id, cursor, min(page_size, limit - seen)))
             for item in page["items"]:
                 yield item
                 seen += 1
@@ -160,48 +208,46 @@ class DistilleryClient:
                 return
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+        return self._json(api.cancel_job(job_id))  # type: ignore[no-any-return]
 
     def retry_job(self, job_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/jobs/{job_id}/retry")
+        return self._json(api.retry_job(job_id))  # type: ignore[no-any-return]
 
     def job_events(self, job_id: str, *, cursor: str | int | None = None, limit: int = 100,
                    kind: list[str] | None = None) -> dict[str, Any]:
         """GET /v1/jobs/{id}/events: {items, next_cursor}."""
-        return self._json("GET", f"/v1/jobs/{job_id}/events", params={"cursor": cursor, "limit": limit, "kind": kind})
+        return self._json(api.job_events(job_id, cursor, limit, kind))  # type: ignore[no-any-return]
 
     def job_metrics(self, job_id: str, *, after_step: int = 0, limit: int = 1000) -> dict[str, Any]:
         """GET /v1/jobs/{id}/metrics: per-step rows with step > after_step."""
-        return self._json("GET", f"/v1/jobs/{job_id}/metrics", params={"after_step": after_step, "limit": limit})
+        return self._json(api.job_metrics(job_id, after_step, limit))  # type: ignore[no-any-return]
 
     def lineage(self, job_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/jobs/{job_id}/lineage")
+        return self._json(api.lineage(job_id))  # type: ignore[no-any-return]
 
     def workers(self, *, alive: bool | None = None) -> list[dict[str, Any]]:
-        return self._json("GET", "/v1/workers", params={"alive": alive})["items"]
+        return self._json(api.workers(alive))["items"]  # type: ignore[no-any-return]
 
     def stream_events(self, job_id: str, *, last_event_id: int | None = None, reconnect: bool = True,
                       max_reconnects: int = 20) -> Iterator[Event]:
         """The job's events as they happen (SSE); ends after the ``end`` event, which carries the final status."""
         failures = 0
+        timeout = httpx.Timeout(self.http.timeout.connect, read=60.0)
         while True:
-            headers = {"Accept": "text/event-stream"}
-            if last_event_id is not None:
-                headers["Last-Event-ID"] = str(last_event_id)
             try:
-                with self.http.stream("GET", f"/v1/jobs/{job_id}/events/stream", headers=headers,
-                                      timeout=httpx.Timeout(self.http.timeout.connect, read=60.0)) as response:
-                    if not response.is_success:
-                        response.read()
-                        self._check(response)
-                    for event in _parse_sse(response.iter_lines()):
+                with self.transport.stream(api.event_stream(job_id, last_event_id), timeout) as response:
+                    parser = SSEParser()
+                    for line in response.iter_lines():
+                        event = parser.feed(line)
+                        if event is None:
+                            continue
                         failures = 0
                         if event.id is not None:
                             last_event_id = event.id
                         yield event
                         if event.event == "end":
                             return
-            except (httpx.TransportError, httpx.RemoteProtocolError):
+            except httpx.TransportError:
                 failures += 1
                 if not reconnect or failures > max_reconnects:
                     raise
@@ -224,24 +270,19 @@ class DistilleryClient:
     # -- artifacts -----------------------------------------------------------------------------------------
 
     def list_artifacts(self, job_id: str, *, prefix: str | None = None, sha256: bool = False) -> list[dict[str, Any]]:
-        return self._json("GET", f"/v1/jobs/{job_id}/artifacts",
-                          params={"prefix": prefix, "sha256": "true" if sha256 else None})["items"]
+        return self._json(api.list_artifacts(job_id, prefix, sha256))["items"]  # type: ignore[no-any-return]
 
     def read_artifact(self, job_id: str, path: str) -> bytes:
-        return self._check(self.http.get(f"/v1/jobs/{job_id}/artifacts/{path}")).content
+        return self.transport.send(api.artifact(job_id, path)).content
 
     def download_artifact(self, job_id: str, path: str, dest: str | Path) -> Path:
         """Stream one artifact to ``dest`` (a file path; written atomically)."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(dest.name + ".partial")
-        with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{path}") as response:
-            if not response.is_success:
-                response.read()
-                self._check(response)
-            with partial.open("wb") as fh:
-                for chunk in response.iter_bytes(1 << 20):
-                    fh.write(chunk)
+        with self.transport.stream(api.artifact(job_id, path)) as response, partial.open("wb") as fh:
+            for chunk in response.iter_bytes(1 << 20):
+                fh.write(chunk)
         partial.replace(dest)
         return dest
 
@@ -257,76 +298,6 @@ class DistilleryClient:
         return paths
 
 
-def _default(value: Any) -> Any:
-    """The values json cannot write natively, written the way orjson (the client's former encoder) did."""
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+DistilleryClient = Distillery
 
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and ±inf replaced by None (JSON has no such numbers; orjson wrote null)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _dumps(value: Any) -> bytes:
-    """A request body: compact JSON, UTF-8, non-ASCII characters as themselves (never ``\\u`` escapes).
-
-    NaN and ±inf become null; a string holding a lone surrogate (not encodable as UTF-8) is refused
-    with TypeError before anything is sent.
-    """
-    options: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False,
-                               "default": _default}
-    try:
-        text = jsonlib.dumps(value, **options)
-    except ValueError as exc:
-        if "Out of range float" not in str(exc):
-            raise
-        text = jsonlib.dumps(_finite(value), **options)  # the slow path only for the rare non-finite float
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise TypeError(f"str is not valid UTF-8: {exc.reason}") from None
-
-
-def _parse_sse(lines: Iterator[str]) -> Iterator[Event]:
-    """Server-Sent Events framing: fields until a blank line; comments (':') ignored."""
-    event_id: int | None = None
-    kind = "message"
-    data: list[str] = []
-    for line in lines:
-        if line == "":
-            if data:
-                payload = "\n".join(data)
-                try:
-                    parsed = jsonlib.loads(payload)
-                except ValueError:
-                    parsed = {"raw": payload}
-                yield Event(id=event_id, event=kind, data=parsed if isinstance(parsed, dict) else {"value": parsed})
-            event_id, kind, data = None, "message", []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            kind = value
-        elif name == "id":
-            try:
-                event_id = int(value)
-            except ValueError:
-                event_id = None
+__all__ = ["DEFAULT_URL", "Distillery", "DistilleryClient", "DistilleryError", "Event"]

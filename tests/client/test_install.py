@@ -41,7 +41,7 @@ def test_installs_only_the_distillery_package(installed: Path) -> None:
     assert requires == ["httpx"]
 
 
-def test_imports_nothing_of_the_server(installed: Path) -> None:
+def test_imports_nothing_of_the_server(installed: Path, tmp_path: Path) -> None:
     """With only the installed client and httpx's site-packages on the path (no site hooks, so the editable
     install of the server is invisible), importing and using the client loads no server-side module; a
     blocker makes any attempt fail loudly rather than succeed quietly."""
@@ -50,6 +50,7 @@ def test_imports_nothing_of_the_server(installed: Path) -> None:
 import sys
 sys.path[:0] = [{str(installed)!r}, {httpx_site!r}]
 BLOCKED = {SERVER_SIDE!r}
+SPOOL = {str(tmp_path / "spool")!r}
 
 class Blocker:
     def find_spec(self, name, path=None, target=None):
@@ -65,9 +66,12 @@ assert distillery.__file__.startswith({str(installed)!r}), distillery.__file__
 def answer(request):
     return httpx.Response(201, json={{"id": "t1", "body": request.content.decode("utf-8")}})
 
-with distillery.DistilleryClient("http://api", key="k", transport=httpx.MockTransport(answer)) as api:
+with distillery.DistilleryClient("http://api", key="k", transport=httpx.MockTransport(answer), spool=SPOOL) as api:
     receipt = api.ingest({{"task": "Größe in °C"}})
+    with api.trajectory(task="t", source="s") as t:  # the recorder, its spool and capture's module too
+        t.final("a")
 assert receipt["body"] == '{{"task":"Größe in °C"}}', receipt
+assert t.status == "stored" and distillery.capture_openai and distillery.AsyncDistillery
 print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)))
 """
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=installed, capture_output=True, text=True,
