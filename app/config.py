@@ -62,6 +62,26 @@ class Settings(BaseSettings):
         None, description="Launcher of multi-process jobs (resources.gpus > 1), e.g. 'torchrun'; unset = the "
         "worker's own Python with -m torch.distributed.run.",
     )
+    # Slurm (jobs with resources.nodes > 1 or launcher "slurm"; see worker.launchers.slurm). The worker runs on
+    # a submit host; DISTILLERY_DATA_DIR must be on a filesystem every compute node mounts at the same path.
+    worker_slurm_partition: str | None = Field(
+        None, description="sbatch --partition for Distillery jobs; unset = the cluster's default partition."
+    )
+    worker_slurm_sbatch_args: str | None = Field(
+        None, description="More sbatch options, shell-quoted (e.g. '--account=ml --time=1-00:00:00 --exclusive'); "
+        "they come last, so they override Distillery's own.",
+    )
+    worker_slurm_setup: str | None = Field(
+        None, description="Shell lines the batch script runs before srun (e.g. 'source /shared/venv/bin/activate'); "
+        "srun passes the resulting environment to every node.",
+    )
+    worker_slurm_poll_interval: float = Field(
+        5.0, gt=0, le=600, description="Seconds between squeue/scontrol queries while a Slurm job runs."
+    )
+    worker_slurm_rdzv_port: int | None = Field(
+        None, ge=1024, le=65535,
+        description="TCP port of the torchrun rendezvous on the job's first node; unset = 29500 + Slurm job id % 1000.",
+    )
 
     log_level: str = Field("INFO")
     log_json: bool = Field(True, description="JSON log lines (one object per line).")

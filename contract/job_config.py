@@ -172,6 +172,27 @@ class ResourcesConfig(_Strict):
         le=64,
         description="Processes (one per GPU; CPU processes with device=cpu); >1 runs under torchrun.",
     )
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Nodes of a Slurm allocation, each running `gpus` processes (world size = nodes × gpus); "
+        ">1 submits the job to Slurm.",
+    )
+    launcher: Literal["auto", "inprocess", "torchrun", "slurm"] = Field(
+        default="auto",
+        description="How the worker starts the training: 'auto' = Slurm when nodes > 1, torchrun when gpus > 1, "
+        "else in the worker's own process; 'slurm' submits even a one-node job to Slurm (sbatch + srun torchrun).",
+    )
+
+    @model_validator(mode="after")
+    def _launcher_fits(self) -> ResourcesConfig:
+        if self.nodes > 1 and self.launcher in ("inprocess", "torchrun"):
+            raise ValueError(f"resources.nodes={self.nodes} needs launcher 'slurm' (or 'auto')")
+        if self.gpus > 1 and self.launcher == "inprocess":
+            raise ValueError(f"resources.gpus={self.gpus} runs several processes: use launcher 'torchrun', 'slurm' "
+                             "or 'auto'")
+        return self
 
 
 class DistillConfig(_Strict):
@@ -242,4 +263,7 @@ class EvaluateConfig(_Strict):
     def _single_process(self) -> EvaluateConfig:
         if self.resources.gpus != 1:
             raise ValueError("evaluate jobs run in one process; set resources.gpus=1")
+        if self.resources.nodes != 1 or self.resources.launcher not in ("auto", "inprocess"):
+            raise ValueError("evaluate jobs run in the worker's own process; set resources.nodes=1 and launcher "
+                             "'auto' or 'inprocess'")
         return self

@@ -39,7 +39,7 @@ from collections import deque
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from contract.rundir import ExitCode, TrainResult
+from contract.rundir import ExitCode, RunDir, TrainResult
 from worker.context import JobContext, PermanentJobError
 
 if TYPE_CHECKING:
@@ -98,8 +98,8 @@ def _check_gpus(config: DistillConfig) -> None:
         raise RuntimeError(f"the job asks for {nproc} GPUs; this worker sees {visible}")
 
 
-def _write_inputs(ctx: JobContext, config: DistillConfig, records: list[DatasetRecord]) -> None:
-    run = ctx.run_dir
+def write_inputs(run: RunDir, config: DistillConfig, records: list[DatasetRecord]) -> None:
+    """The config and the records the ranks read, in the run directory (shared by the Slurm launcher)."""
     run.inputs.mkdir(parents=True, exist_ok=True)
     run.input_config.write_text(config.model_dump_json(indent=2))
     with run.input_data.open("w", encoding="utf-8") as fh:
@@ -174,7 +174,7 @@ def run_torchrun(ctx: JobContext, config: DistillConfig, records: list[DatasetRe
     """Train under torchrun; the ranks' result, or a "stopped" one when they were stopped."""
     nproc = config.resources.gpus
     _check_gpus(config)
-    _write_inputs(ctx, config, records)
+    write_inputs(ctx.run_dir, config, records)
     run = ctx.run_dir
     cmd = torchrun_command(ctx.settings.worker_torchrun, nproc, [
         "--config", str(run.input_config), "--data", str(run.input_data), "--out", str(ctx.out_dir),
