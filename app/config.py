@@ -32,7 +32,32 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=200)
     db_max_overflow: int = Field(10, ge=0, le=200)
     db_statement_timeout_ms: int = Field(30_000, ge=100)
-    auth_cache_seconds: float = Field(5.0, ge=0, description="How long a verified key is trusted in memory.")
+    db_idle_in_transaction_timeout_ms: int = Field(
+        60_000, ge=1000, description="The server ends a session left idle inside a transaction this long.")
+    auth_cache_seconds: float = Field(5.0, ge=0, description="How long a verified key is trusted in memory "
+                                      "(revocation reaches every process at once through NOTIFY regardless).")
+    auth_negative_cache_seconds: float = Field(10.0, ge=0, description="How long an unknown key is refused "
+                                               "from memory, without asking the database.")
+    auth_lookups_per_second: float = Field(
+        100.0, ge=0, description="Database lookups of not yet verified keys per process (429 beyond; 0 = no limit).")
+
+    # Per-key limits, per API process (answered with 429 and Retry-After; 0 turns one off).
+    rate_limit_per_second: float = Field(1000.0, ge=0, description="Sustained requests per second of one key.")
+    rate_limit_burst: int = Field(2000, ge=1, description="Requests one key may send at once before the rate applies.")
+    max_in_flight_per_key: int = Field(32, ge=0, description="Requests of one key being served at a time.")
+    idempotency_ttl_seconds: int = Field(
+        86_400, ge=60, description="Idempotency-Key records expire after this; the key may then be used again.")
+    idempotency_purge_seconds: float = Field(600.0, ge=1, description="How often expired records are deleted.")
+
+    # Slow clients. The body timeout is enforced by the app; the others are uvicorn options that
+    # `distillery serve` passes (timeout_keep_alive, limit_concurrency, the header timeout protocol).
+    request_body_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest wait for the next piece of a request body (408 beyond).")
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest time a new connection may take to send its request line and headers.")
+    http_keep_alive_seconds: float = Field(5.0, gt=0, description="Idle keep-alive connections close after this.")
+    http_max_connections: int | None = Field(
+        1000, ge=1, description="Open connections per API process; more are answered 503 at once.")
 
     # Limits: answered with 413/422 problem+json that states the limit; never truncation.
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Single-item request body limit.")

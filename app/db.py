@@ -34,13 +34,18 @@ class Database:
             pool_timeout=5,
             json_serializer=_json_dumps,
             connect_args={"connect_timeout": 5},
+            hide_parameters=True,  # errors quote statements, never the request's values
         )
         timeout = settings.db_statement_timeout_ms
+        idle = settings.db_idle_in_transaction_timeout_ms
 
         @event.listens_for(self.engine, "connect")
         def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             with dbapi_conn.cursor() as cur:
                 cur.execute(f"SET statement_timeout = {int(timeout)}")
+                # A second guard behind the streams that always close their sessions: a transaction
+                # left idle (a bug, a stuck client) is ended by the server instead of holding a connection.
+                cur.execute(f"SET idle_in_transaction_session_timeout = {int(idle)}")
             dbapi_conn.commit()
 
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)

@@ -11,6 +11,9 @@ Every error a client can see is an ``AppError`` with an HTTP status and a stable
     ├── Conflict (409 conflict)                       idempotency / state clashes
     ├── PreconditionFailed (412 precondition_failed)
     ├── PreconditionRequired (428 precondition_required)
+    ├── UnsupportedMediaType (415 unsupported_media_type)
+    ├── RequestTimeout (408 request_timeout)           a client too slow to send its body
+    ├── TooManyRequests (429 rate_limited)            with Retry-After
     └── ServiceUnavailable (503 database_unavailable)
 
 Services raise these; ``install_error_handlers`` turns them (and FastAPI's own validation and
@@ -20,8 +23,10 @@ HTTP errors, and a lost database) into ``application/problem+json``.
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -106,6 +111,18 @@ class PreconditionRequired(AppError):
     status, code, title = 428, "precondition_required", "Precondition required"
 
 
+class UnsupportedMediaType(AppError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class RequestTimeout(AppError):
+    status, code, title = 408, "request_timeout", "Request timeout"
+
+
+class TooManyRequests(AppError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
 class ServiceUnavailable(AppError):
     status, code, title = 503, "database_unavailable", "Service unavailable"
 
@@ -127,9 +144,21 @@ def validation_errors(exc: RequestValidationError) -> list[FieldError]:
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | PoolTimeout):
+    if isinstance(exc, OperationalError | PoolTimeout | psycopg.OperationalError):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def sqlstate(exc: BaseException) -> str:
+    return str(getattr(getattr(exc, "orig", exc), "sqlstate", "") or "")
+
+
+def log_error(message: str, exc: BaseException, **extra: Any) -> None:
+    """Log an error's class and stack, never its message: database errors quote the statement's values
+    and other errors may quote the request, and neither payload text nor key material goes to logs."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error(message, extra={"error_class": f"{type(exc).__module__}.{type(exc).__qualname__}", "stack": frames,
+                              **extra})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -151,11 +180,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(err, request)
 
     @app.exception_handler(DBAPIError)
-    async def _db_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    @app.exception_handler(psycopg.Error)  # statements run on the driver's cursor (the ingest insert)
+    async def _db_error(request: Request, exc: Exception) -> JSONResponse:
         if is_connection_error(exc):
             log.warning("database unavailable: %s", exc.__class__.__name__)
             return problem_response(ServiceUnavailable("The database is unreachable; nothing was stored."), request)
-        log.exception("database error")
+        state = sqlstate(exc)
+        if state.startswith("22") or state == "54000":  # data exception / program limit: the input's fault
+            log.warning("database refused a value", extra={"sqlstate": state})
+            return problem_response(ValidationFailed(
+                "A value in the request cannot be stored; nothing was stored.", code="unstorable_value"), request)
+        log_error("database error", exc, sqlstate=state)
         return problem_response(AppError("Unexpected database error; nothing was stored."), request)
 
     @app.exception_handler(PoolTimeout)
@@ -164,5 +199,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
+        log_error("unhandled error", exc)
         return problem_response(AppError("Unexpected error; nothing was stored."), request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -9,21 +10,25 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
-from app import health
+from app import health, idempotency
 from app.annotations.routes import router as annotations_router
 from app.auth import KeyCache
 from app.config import Settings, get_settings
 from app.datasets.routes import router as datasets_router
-from app.db import Database
+from app.db import Database, open_session
 from app.embedded import resolve_database_url
 from app.errors import install_error_handlers
 from app.jobs.routes import openapi_components as jobs_openapi_components
 from app.jobs.routes import router as jobs_router
 from app.jobs.workers import router as workers_router
 from app.keys.routes import router as keys_router
+from app.limits import Limiter
+from app.notify import JOB_EVENTS_CHANNEL, KEYS_CHANNEL, Handler, JobWaiters, Listener
 from app.observability import ObservabilityMiddleware
+from app.openapi import document_problems
 from app.trajectories.routes import router as trajectories_router
 from app.trajectories.schemas import TrajectoryCreate
 
@@ -46,13 +51,24 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                 upgrade(url)
             app.state.db = Database(url, settings)
             log.info("database ready", extra={"embedded": settings.database_url is None})
+        listener = Listener(app.state.db.url, {
+            KEYS_CHANNEL: Handler(app.state.key_cache.evict_key_id, app.state.key_cache.clear),
+            JOB_EVENTS_CHANNEL: Handler(app.state.job_waiters.notify, app.state.job_waiters.wake_all),
+        })
+        listener.start()
+        app.state.listener = listener
+        purger = asyncio.create_task(_purge_idempotency(app))
         # Request handling allocates many short-lived dicts (parsed payloads); with the default
         # thresholds the cyclic GC runs every few requests and its full passes show up in p99.
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
-        yield
-        if database is None:
-            app.state.db.dispose()
+        try:
+            yield
+        finally:
+            purger.cancel()
+            listener.stop()
+            if database is None:
+                app.state.db.dispose()
 
     app = FastAPI(
         title="Distillery",
@@ -63,6 +79,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.settings = settings
     app.state.db = database
     app.state.key_cache = KeyCache()
+    app.state.limiter = Limiter(settings)
+    app.state.job_waiters = JobWaiters()
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(keys_router)
@@ -77,7 +95,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     def body_limit(path: str) -> int:
         return settings.max_batch_request_bytes if path in batch_paths else settings.max_request_bytes
 
-    app.add_middleware(ObservabilityMiddleware, body_limit=body_limit)
+    app.add_middleware(ObservabilityMiddleware, body_limit=body_limit,
+                       body_timeout=settings.request_body_timeout_seconds)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -87,6 +106,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             components.update(extra.pop("$defs", {}))
             components["TrajectoryCreate"] = extra
             components.update(jobs_openapi_components())
+            document_problems(schema)
             schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             schema["security"] = [{"bearer": []}]
             app.openapi_schema = schema
@@ -94,6 +114,21 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _purge_idempotency(app: FastAPI) -> None:
+    """Delete expired Idempotency-Key records now and then (they are ignored once expired anyway)."""
+    settings: Settings = app.state.settings
+    while True:
+        await asyncio.sleep(settings.idempotency_purge_seconds)
+        try:
+            def purge() -> int:
+                with open_session(app) as session:
+                    return idempotency.purge(session, settings.idempotency_ttl_seconds)
+
+            await run_in_threadpool(purge)
+        except Exception as exc:  # the database is away: next time
+            log.warning("idempotency purge failed", extra={"error_class": type(exc).__name__})
 
 
 def create_worker_process_app() -> FastAPI:

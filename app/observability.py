@@ -2,11 +2,16 @@
 
 The middleware is plain ASGI (no BaseHTTPMiddleware) so it adds little to the ingest path. It
 also enforces the request-byte limit before the body is parsed: a ``Content-Length`` over the
-limit is refused at once, and a streamed body is counted as it arrives.
+limit is refused at once, and a streamed body is counted as it arrives; a client that stalls in the
+middle of its body for longer than ``body_timeout`` gets a 408. Metric labels are bounded: the route
+template (``/v1/jobs/{job_id}``), ``unmatched`` for any path no route serves, and the method when it
+is a standard one. When the response is done it releases what the request held (the per-key
+in-flight slot of ``app.limits``), however the request ended.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -19,7 +24,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client import Gauge as _Gauge
 
-from app.errors import PayloadTooLarge
+from app.errors import AppError, PayloadTooLarge, RequestTimeout
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 REQUESTS = Counter("distillery_http_requests_total", "HTTP requests", ["method", "route", "status"],
@@ -80,14 +85,17 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 access_log = logging.getLogger("distillery.access")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class ObservabilityMiddleware:
     """Request id, access log, metrics and the request-byte limit for every HTTP request."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], body_limit: Callable[[str], int]) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], body_limit: Callable[[str], int],
+                 body_timeout: float = 30.0) -> None:
         self.app = app
         self.body_limit = body_limit
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,10 +125,19 @@ class ObservabilityMiddleware:
                 return
             received = 0
 
+            body_done = False
+
             async def receive_wrapper() -> MutableMapping[str, Any]:
-                nonlocal received
-                message = await receive()
+                nonlocal received, body_done
+                if body_done:  # after the body only a disconnect can come: no timeout on that wait
+                    return await receive()
+                try:
+                    message = await asyncio.wait_for(receive(), self.body_timeout)
+                except TimeoutError:
+                    raise RequestTimeout(f"The request body did not arrive within {self.body_timeout:g} s of the "
+                                         "last piece. Nothing was stored.") from None
                 if message["type"] == "http.request":
+                    body_done = not message.get("more_body", False)
                     received += len(message.get("body", b""))
                     if received > limit:  # rendered as 413 by the app's AppError handler
                         raise PayloadTooLarge(
@@ -130,10 +147,14 @@ class ObservabilityMiddleware:
 
             await self.app(scope, receive_wrapper, send_wrapper)
         finally:
+            release = scope.get("state", {}).get("release")
+            if release is not None:
+                release()
             elapsed = time.perf_counter() - start
             route = scope.get("route")
-            route_path = getattr(route, "path", None) or (path if status_holder["status"] < 400 else "unmatched")
+            route_path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
+            method = method if method in _METHODS else "other"
             status = status_holder["status"]
             REQUESTS.labels(method, route_path, str(status)).inc()
             LATENCY.labels(method, route_path).observe(elapsed)
@@ -144,7 +165,7 @@ class ObservabilityMiddleware:
             request_id_var.reset(token)
 
 
-async def _send_problem(send: Send, err: PayloadTooLarge) -> None:
+async def _send_problem(send: Send, err: AppError) -> None:
     body = json.dumps(err.to_problem()).encode()
     await send({"type": "http.response.start", "status": err.status,
                 "headers": [(b"content-type", b"application/problem+json"),

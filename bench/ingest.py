@@ -160,7 +160,9 @@ def bench_raw_insert(database_url: str, batches: list[list[dict[str, Any]]], cli
         span_params: list[Any] = []
         for p in batch:
             row = p["row"]
-            params += [orjson.dumps(row[_attr(c)]).decode() if c in jsonb else row[_attr(c)] for c in cols]
+            # raw is already the payload's JSON text (stored as received); the other JSON columns are serialized
+            params += [row["raw"] if c == "raw" else orjson.dumps(row[_attr(c)]).decode() if c in jsonb
+                       else row[_attr(c)] for c in cols]
             span_params += [row["id"], 1, orjson.dumps(p["spans"]).decode(), "auto", None, "ingest"]
         with conn.cursor() as cur:
             cur.execute(f"INSERT INTO trajectories ({', '.join(cols)}) VALUES "
@@ -201,7 +203,8 @@ def main() -> None:
     chunks = [batched[i:i + args.batch_size] for i in range(0, len(batched), args.batch_size)]
     batch_bodies = [orjson.dumps({"items": c}) for c in chunks]
     settings = Settings()
-    raw_prepared = [{"row": (p := prepare(t, settings)).row, "spans": p.spans} for t in raw_items]
+    raw_prepared = [{"row": (p := prepare(t, settings, raw=orjson.dumps(t).decode(), clean=True)).row, "spans": p.spans}
+                    for t in raw_items]
     raw_batches = [raw_prepared[i:i + args.batch_size] for i in range(0, len(raw_prepared), args.batch_size)]
 
     def measure(base: str, db_url: str) -> None:
@@ -226,8 +229,8 @@ def main() -> None:
         ])
         print_table("Targets", ["figure", "measured", "target", "met"], [
             ["batched traj/s", f"{api_rate:,.0f}", "≥ 1,000", "yes" if api_rate >= 1000 else "NO"],
-            ["batched / raw INSERT", f"{api_rate / raw_rate:.0%}", "≥ 50%", "yes" if api_rate >= 0.5 * raw_rate
-             else "NO"],
+            ["batched / raw INSERT", f"{api_rate / raw_rate:.0%}", "≥ 50% (issue #13: keep ≥ 90%)",
+             "yes" if api_rate >= 0.5 * raw_rate else "NO"],
             ["single p99 (8 clients)", f"{percentile(s_lat, 99) * 1000:.1f} ms", "≤ 50 ms",
              "yes" if percentile(s_lat, 99) <= 0.05 else "NO"],
         ])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from app.annotations import repository as repo
 from app.annotations import service
@@ -33,9 +33,11 @@ from app.annotations.schemas import (
 from app.auth import Principal, Reader, require, require_any
 from app.db import SessionDep
 from app.pagination import invalid_cursor
+from app.routing import CheckedRoute
 from app.trajectories.schemas import Format
+from contract.pglimits import INT4_MAX, parse_digits
 
-router = APIRouter(tags=["annotations"])
+router = APIRouter(tags=["annotations"], route_class=CheckedRoute)
 
 Annotator = Annotated[Principal, Depends(require("annotate"))]
 Curator = Annotated[Principal, Depends(require("curate"))]
@@ -90,9 +92,10 @@ def list_revisions(trajectory_id: uuid.UUID, session: SessionDep, _: Reader, cur
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
     """Every revision, oldest first; pass ``next_cursor`` back as ``cursor``."""
     service.trajectory_or_404(session, trajectory_id)
-    if cursor is not None and not cursor.isdigit():
+    after = parse_digits(cursor) if cursor is not None else 0
+    if after is None or after > INT4_MAX:
         raise invalid_cursor()
-    rows = repo.list_revisions(session, trajectory_id, int(cursor or 0), limit + 1)
+    rows = repo.list_revisions(session, trajectory_id, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [r._mapping for r in rows], "next_cursor": str(rows[-1].revision) if more and rows else None}
@@ -100,15 +103,18 @@ def list_revisions(trajectory_id: uuid.UUID, session: SessionDep, _: Reader, cur
 
 @router.get(_T + "/revisions/diff", response_model=SpanDiff)
 def diff_revisions(trajectory_id: uuid.UUID, session: SessionDep, _: Reader,
-                   from_: Annotated[int | None, Query(alias="from", ge=1, description="Default 1.")] = None,
-                   to: Annotated[int | None, Query(ge=1, description="Default: the current revision.")] = None
+                   from_: Annotated[int | None, Query(alias="from", ge=1, le=INT4_MAX, description="Default 1.")
+                                    ] = None,
+                   to: Annotated[int | None, Query(ge=1, le=INT4_MAX, description="Default: the current revision.")
+                                 ] = None
                    ) -> Any:
     """Spans added, removed and changed between two revisions (see app/annotations/diff.py)."""
     return service.revisions_diff(session, trajectory_id, from_, to)
 
 
 @router.get(_T + "/revisions/{revision}", response_model=SpanSetRead)
-def get_revision(trajectory_id: uuid.UUID, revision: int, session: SessionDep, _: Reader) -> Any:
+def get_revision(trajectory_id: uuid.UUID, revision: Annotated[int, Path(ge=1, le=INT4_MAX)], session: SessionDep,
+                 _: Reader) -> Any:
     """One revision's full span set."""
     return _span_set(trajectory_id, service.revision_or_404(session, trajectory_id, revision))
 
@@ -176,7 +182,7 @@ def annotation_stats(session: SessionDep, _: StatsReader, source: str | None = N
             responses={200: {"content": {"text/plain": {}, "text/html": {}}}})
 def render_trajectory(trajectory_id: uuid.UUID, session: SessionDep, _: Reader,
                       format: Literal["text", "html"] = "text",
-                      revision: Annotated[int | None, Query(ge=1, description="Default: current.")] = None
+                      revision: Annotated[int | None, Query(ge=1, le=INT4_MAX, description="Default: current.")] = None
                       ) -> Response:
     """The messages with their spans marked: plain text, or a standalone HTML page."""
     row = service.trajectory_or_404(session, trajectory_id)

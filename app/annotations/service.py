@@ -48,6 +48,7 @@ from app.errors import (
 from app.models import SpanRevision, Trajectory
 from app.trajectories.service import LimitExceeded
 from contract.complexity import compute_complexity
+from contract.pglimits import parse_digits
 from contract.spans import Span, SpanKind, validate_spans
 
 TRANSITIONS: dict[str, dict[str, str]] = {
@@ -102,11 +103,12 @@ def parse_if_match(value: str | None) -> set[int]:
         if token.startswith("W/"):
             continue  # weak tags never match under the strong comparison If-Match requires
         token = token.strip('"')
-        if not token.isdigit():
+        revision = parse_digits(token)
+        if revision is None:
             raise ValidationFailed("If-Match must be a span revision ETag such as \"3\".", code="invalid_if_match",
                                    errors=[{"field": "If-Match", "code": "invalid",
                                             "message": f"not a revision: {value!r}"}])
-        revisions.add(int(token))
+        revisions.add(revision)
     return revisions
 
 

@@ -14,8 +14,12 @@ Two shapes, one JSON object per line:
   action span gets ``"weight": 0`` (never trained); the per-message weight cannot express masks
   inside a message, so those live only in the ``jsonl`` export.
 
-Rows are read through a server-side cursor (``records.iter_records``) and written in chunks of
-about ``CHUNK_BYTES``, so memory does not grow with the dataset.
+The API streams an export page by page (``read_page``): each page of ``PAGE_RECORDS`` records is
+read in a short transaction of its own, so a stream holds no database connection while it waits
+for the client, and a client that goes away (or never reads) holds nothing at all. The pages of a
+snapshot never change (datasets are immutable); if the dataset is deleted during its export, the
+stream is cut off without its final chunk, which HTTP clients report as an incomplete body.
+``iter_export`` (one session, a server-side cursor, chunks of about ``CHUNK_BYTES``) serves the CLI.
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ from contract.formats.openai import split_calls
 from contract.spans import SUPERVISED_KINDS, DatasetRecord
 
 CHUNK_BYTES = 64 * 1024
+PAGE_RECORDS = 128
+
+
+class DatasetGone(RuntimeError):
+    """The dataset was deleted while it was being exported."""
 
 
 def openai_record(record: DatasetRecord) -> dict[str, Any]:
@@ -66,10 +75,24 @@ def openai_record(record: DatasetRecord) -> dict[str, Any]:
     return result
 
 
+def _line(record: DatasetRecord, fmt: str) -> bytes:
+    return orjson.dumps(openai_record(record) if fmt == "openai" else record) + b"\n"
+
+
+def read_page(session: Session, dataset_id: uuid.UUID, fmt: str, split: str | None, after_position: int
+              ) -> tuple[bytes, int, bool]:
+    """The serialized lines of the next page after ``after_position``: (bytes, last position, finished)."""
+    page = records.read_page(session, dataset_id, split, after_position, PAGE_RECORDS)
+    if len(page) < PAGE_RECORDS and records.get(session, dataset_id) is None:
+        raise DatasetGone(str(dataset_id))
+    data = b"".join(_line(record, fmt) for _, record in page)
+    return data, page[-1][0] if page else after_position, len(page) < PAGE_RECORDS
+
+
 def iter_lines(session: Session, dataset_id: uuid.UUID, fmt: str, split: str | None) -> Iterator[bytes]:
     """One serialized line (with its newline) per record, in dataset order."""
     for record in records.iter_records(session, dataset_id, split):
-        yield orjson.dumps(openai_record(record) if fmt == "openai" else record) + b"\n"
+        yield _line(record, fmt)
 
 
 def iter_export(session: Session, dataset_id: uuid.UUID, fmt: str, split: str | None) -> Iterator[bytes]:

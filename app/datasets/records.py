@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 from sqlalchemy import text
@@ -27,14 +28,29 @@ def iter_records(session: Session, dataset_id: uuid.UUID, split: str | None = No
     where = " AND split = :split" if split else ""
     stmt = text(_RECORD_COLUMNS + where + " ORDER BY position").execution_options(yield_per=chunk_size)
     for r in session.execute(stmt, {"id": dataset_id, "split": split}):
-        yield {
-            "id": str(r.trajectory_id), "messages": orjson.loads(r.messages),
-            "spans": [{"message": s["message"], "start": s["start"], "end": s["end"], "kind": s["kind"]}
-                      for s in orjson.loads(r.spans)],
-            "tools": orjson.loads(r.tools) if r.tools is not None else None, "complexity": r.complexity,
-            "split": r.split, "source": r.source, "task_type": r.task_type, "outcome": r.outcome,
-            "reward": r.reward, "teacher_model": r.teacher_model, "span_revision": r.span_revision,
-        }
+        yield _record(r)
+
+
+def read_page(session: Session, dataset_id: uuid.UUID, split: str | None, after_position: int,
+              limit: int) -> list[tuple[int, DatasetRecord]]:
+    """Up to ``limit`` records after ``after_position``, with their positions: a keyset page, read in a
+    statement of its own so that a stream can hold no connection between pages (``app.datasets.export``)."""
+    where = " AND split = :split" if split else ""
+    rows = session.execute(text(_RECORD_COLUMNS.replace("SELECT ", "SELECT position, ", 1) + where
+                                + " AND position > :after ORDER BY position LIMIT :limit"),
+                           {"id": dataset_id, "split": split, "after": after_position, "limit": limit})
+    return [(int(r.position), _record(r)) for r in rows]
+
+
+def _record(r: Any) -> DatasetRecord:
+    return {
+        "id": str(r.trajectory_id), "messages": orjson.loads(r.messages),
+        "spans": [{"message": s["message"], "start": s["start"], "end": s["end"], "kind": s["kind"]}
+                  for s in orjson.loads(r.spans)],
+        "tools": orjson.loads(r.tools) if r.tools is not None else None, "complexity": r.complexity,
+        "split": r.split, "source": r.source, "task_type": r.task_type, "outcome": r.outcome,
+        "reward": r.reward, "teacher_model": r.teacher_model, "span_revision": r.span_revision,
+    }
 
 
 def load_records(session: Session, dataset_id: uuid.UUID) -> list[DatasetRecord] | None:

@@ -4,17 +4,18 @@ operate), export them as streamed JSON lines (curate or operate), delete one (ad
 from __future__ import annotations
 
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
 
 from app.auth import Admin, Principal, require, require_any
 from app.datasets import repository as repo
 from app.datasets import service
-from app.datasets.export import iter_export
+from app.datasets.export import read_page
 from app.datasets.schemas import (
     DatasetCreate,
     DatasetItemPage,
@@ -24,10 +25,12 @@ from app.datasets.schemas import (
     ExportSplit,
     Split,
 )
-from app.db import SessionDep, session_scope
+from app.db import SessionDep, open_session
 from app.pagination import decode_cursor, encode_cursor, invalid_cursor
+from app.routing import CheckedRoute
+from contract.pglimits import INT4_MAX, parse_digits
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=CheckedRoute)
 
 Curator = Annotated[Principal, Depends(require("curate"))]
 DatasetReader = Annotated[Principal, Depends(require_any("curate", "operate"))]
@@ -69,19 +72,21 @@ def list_dataset_items(dataset_id: uuid.UUID, session: SessionDep, _: DatasetRea
                        cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
     """Items in dataset order: trajectory id, pinned span revision, split, complexity."""
     service.get_or_404(session, dataset_id)
-    if cursor and not cursor.isdigit():
+    after = parse_digits(cursor) if cursor else -1
+    if after is None or after > INT4_MAX:
         raise invalid_cursor()
-    rows = repo.list_items(session, dataset_id, split, int(cursor) if cursor else -1, limit + 1)
+    rows = repo.list_items(session, dataset_id, split, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [r._mapping for r in rows], "next_cursor": str(rows[-1].position) if more and rows else None}
 
 
-def _stream_session(request: Request) -> Generator[Session, None, None]:
-    """A session of its own for a streamed body (the request's closes when the handler returns);
-    joined to the test transaction when the app has a ``session_factory``."""
-    factory = getattr(request.app.state, "session_factory", None)
-    yield from (factory() if factory is not None else session_scope(request.app.state.db))
+def _page(request: Request, dataset_id: uuid.UUID, fmt: str, split: str | None, after: int
+          ) -> tuple[bytes, int, bool]:
+    """One page of an export in a session of its own (joined to the test transaction when the app has a
+    ``session_factory``): nothing is held between pages."""
+    with open_session(request.app) as session:
+        return read_page(session, dataset_id, fmt, split, after)
 
 
 @router.get("/{dataset_id}/export", response_class=StreamingResponse,
@@ -93,20 +98,24 @@ def export_dataset(dataset_id: uuid.UUID, request: Request, session: SessionDep,
     row = service.get_or_404(session, dataset_id)
     selected = None if split == "all" else split
 
-    def body() -> Iterator[bytes]:
-        sessions = _stream_session(request)
-        try:
-            yield from iter_export(next(sessions), dataset_id, format, selected)
-        finally:
-            sessions.close()
+    async def body() -> AsyncIterator[bytes]:
+        after, finished = -1, False
+        while not finished:
+            data, after, finished = await run_in_threadpool(_page, request, dataset_id, format, selected, after)
+            if data:
+                yield data
 
     filename = f"{row.name}-{split}.{'openai.' if format == 'openai' else ''}jsonl"
     return StreamingResponse(body(), media_type=NDJSON, headers={
-        "Content-Disposition": f'attachment; filename="{_safe(filename)}"', "X-Dataset-Sha256": row.content_sha256})
+        "Content-Disposition": content_disposition(filename), "X-Dataset-Sha256": row.content_sha256})
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+def content_disposition(filename: str) -> str:
+    """An attachment header any name survives: an ASCII fallback and the exact name per RFC 6266 / 5987."""
+    fallback = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in filename)
+    if fallback == filename:
+        return f'attachment; filename="{filename}"'
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 @router.delete("/{dataset_id}", status_code=204,

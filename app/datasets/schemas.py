@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.trajectories.schemas import Format, Outcome, Status
+from contract.pglimits import INT4_MAX
 
 Split = Literal["train", "eval"]
 ExportFormat = Literal["jsonl", "openai"]
@@ -69,7 +70,7 @@ class DatasetCreate(_Strict):
     seed: int = Field(0, ge=-(2**63), lt=2**63, description="Split seed: same seed, same split.")
     dedupe: bool = Field(False, description="Drop exact duplicates (same content_sha256), keeping the oldest.")
     max_per_task: int | None = Field(
-        None, ge=1, description="Keep at most N trajectories per distinct task text, the oldest first "
+        None, ge=1, le=INT4_MAX, description="Keep at most N trajectories per distinct task text, the oldest first "
                                 "(after dedupe). Trajectories without a task are not capped.")
 
 

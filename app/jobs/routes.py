@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
+from app import body as request_body
 from app import idempotency
 from app.auth import Principal, require
 from app.db import SessionDep
@@ -24,19 +25,25 @@ from app.jobs.responses import ArtifactList, EventPage, JobPage, JobRead, Metric
 from app.jobs.stream import event_stream
 from app.jobs.validation import openapi_components
 from app.pagination import decode_cursor, encode_cursor, invalid_cursor
+from app.routing import CheckedRoute, check_storable
+from contract.pglimits import INT4_MAX, parse_digits
 
 __all__ = ["openapi_components", "router"]
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=CheckedRoute)
 
 Operator = Annotated[Principal, Depends(require("operate"))]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 SSE = "text/event-stream"
 
 
-def _submit(session: Session, body: Any, request: Request, principal: Principal, key: str | None
+def _submit(session: Session, raw: request_body.Body, request: Request, principal: Principal, key: str | None
             ) -> tuple[int, dict[str, Any]]:
-    scoped, replay = idempotency.reserve(session, principal, key, "jobs.submit", body)
+    parsed = request_body.parse(raw)  # in the worker thread
+    check_storable(parsed)
+    body = parsed.value
+    scoped, replay = idempotency.reserve(session, principal, key, "jobs.submit", body,
+                                         request.app.state.settings.idempotency_ttl_seconds)
     if replay is not None:
         return 202, replay
     row = service.submit(session, body, request.app.state.settings, principal.key_id)
@@ -58,8 +65,8 @@ def _submit(session: Session, body: Any, request: Request, principal: Principal,
 async def submit_job(request: Request, response: Response, session: SessionDep, principal: Operator,
                      idempotency_key: idempotency.IdempotencyKey = None) -> Any:
     """Validate the whole job (config, models, tokenizers, dataset) and queue it; workers are woken by NOTIFY."""
-    body = idempotency.loads(await request.body())
-    status, out = await run_in_threadpool(_submit, session, body, request, principal, idempotency_key)
+    raw = await request_body.read(request)
+    status, out = await run_in_threadpool(_submit, session, raw, request, principal, idempotency_key)
     response.status_code = status
     response.headers["Location"] = f"/v1/jobs/{out['id']}"
     return out
@@ -101,7 +108,7 @@ def retry_job(job_id: uuid.UUID, session: SessionDep, principal: Operator) -> An
 
 @router.get("/{job_id}/metrics", response_model=MetricsPage)
 def get_metrics(job_id: uuid.UUID, request: Request, session: SessionDep, _: Operator,
-                after_step: Annotated[int, Query(ge=0)] = 0,
+                after_step: Annotated[int, Query(ge=0, le=INT4_MAX)] = 0,
                 limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Any:
     """Per-step metrics (per-kind losses, span weights, lr, grad norm, tokens/s) with step > ``after_step``."""
     return service.metrics(session, request.app.state.settings, job_id, after_step, limit)
@@ -111,18 +118,16 @@ def _after_id(cursor: str | None, last_event_id: str | None) -> int:
     raw = last_event_id if last_event_id not in (None, "") else cursor
     if raw in (None, ""):
         return 0
-    try:
-        value = int(str(raw))
-    except ValueError:
-        raise invalid_cursor() from None
-    if value < 0:
+    value = parse_digits(str(raw).strip())
+    if value is None:
         raise invalid_cursor()
     return value
 
 
 def _stream(request: Request, job_id: uuid.UUID, after_id: int, heartbeat: float) -> StreamingResponse:
     return StreamingResponse(
-        event_stream(request.app.state.db, job_id, after_id, heartbeat=heartbeat, disconnected=request.is_disconnected),
+        event_stream(request.app.state.db, job_id, after_id, heartbeat=heartbeat, disconnected=request.is_disconnected,
+                     waiters=request.app.state.job_waiters),
         media_type=SSE, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 

@@ -15,8 +15,9 @@ from app.db import SessionDep
 from app.jobs import repository as repo
 from app.jobs.responses import WorkerPage
 from app.jobs.routes import Operator
+from app.routing import CheckedRoute
 
-router = APIRouter(prefix="/v1/workers", tags=["workers"])
+router = APIRouter(prefix="/v1/workers", tags=["workers"], route_class=CheckedRoute)
 
 
 @router.get("", response_model=WorkerPage)

@@ -13,13 +13,14 @@ from app.db import SessionDep
 from app.errors import NotFound
 from app.keys.schemas import KeyCreate, KeyCreated, KeyList, KeyRead
 from app.models import ApiKey
+from app.routing import CheckedRoute
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=CheckedRoute)
 
 
 @router.post("", status_code=201, response_model=KeyCreated)
 def create_api_key(body: KeyCreate, session: SessionDep, _: Admin) -> KeyCreated:
-    row, key = create_key(session, body.name, list(body.scopes))
+    row, key = create_key(session, body.name, list(body.scopes), body.sources)
     return KeyCreated(**KeyRead.model_validate(row).model_dump(), key=key)
 
 
@@ -37,5 +38,5 @@ def revoke_api_key(key_id: uuid.UUID, request: Request, session: SessionDep, _: 
     if row.revoked_at is None:
         row.revoked_at = datetime.now(UTC)
         session.flush()
-    request.app.state.key_cache.evict_key_id(str(row.id))
+    request.app.state.key_cache.evict_key_id(str(row.id))  # here at once; other processes by NOTIFY on commit
     return KeyRead.model_validate(row)

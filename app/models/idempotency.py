@@ -1,11 +1,11 @@
-"""Stored responses for ``Idempotency-Key`` replays."""
+"""Stored responses for ``Idempotency-Key`` replays; a record expires ``idempotency_ttl_seconds`` after it was made."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, Text, func
+from sqlalchemy import DateTime, Index, Integer, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -14,6 +14,7 @@ from app.models.base import Base
 
 class IdempotencyRecord(Base):
     __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)  # expiry purge
 
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     endpoint: Mapped[str] = mapped_column(Text)

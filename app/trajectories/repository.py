@@ -9,8 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, delete, func, select, tuple_
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Row, delete, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from app.models import IdempotencyRecord, SpanRevision, Trajectory
@@ -44,7 +43,8 @@ def _driver(session: Session) -> Any:
 
 def insert_trajectories(session: Session, rows: list[dict[str, Any]], spans: list[list[Span]],
                         span_source: list[str], author_key_id: str | None) -> set[uuid.UUID]:
-    """Insert trajectories (row keys as ``_TRAJECTORY_COLUMNS``; ``metadata`` under ``metadata_``) with
+    """Insert trajectories (row keys as ``_TRAJECTORY_COLUMNS``; ``metadata`` under ``metadata_``; ``raw`` the
+    payload's JSON text as received, which the ``json`` column keeps byte for byte) with
     their span revision 1; rows whose (source, external_id) already exists are skipped. Returns the
     ids actually inserted.
 
@@ -55,7 +55,7 @@ def insert_trajectories(session: Session, rows: list[dict[str, Any]], spans: lis
     if not rows:
         return set()
     params = [
-        [_json(row["metadata_" if c == "metadata" else c]) if c in _JSON_COLUMNS
+        [row["raw"] if c == "raw" else _json(row["metadata_" if c == "metadata" else c]) if c in _JSON_COLUMNS
          else row["metadata_" if c == "metadata" else c] for c in _TRAJECTORY_COLUMNS]
         + [_json(row_spans), source, author_key_id, "ingest"]
         for row, row_spans, source in zip(rows, spans, span_source, strict=True)
@@ -153,20 +153,37 @@ def count(session: Session) -> int:
     return int(session.execute(select(func.count()).select_from(Trajectory)).scalar_one())
 
 
-def claim_idempotency_key(session: Session, key: str, endpoint: str, request_sha256: str) -> IdempotencyRecord | None:
+def claim_idempotency_key(session: Session, key: str, endpoint: str, request_sha256: str, ttl_seconds: int
+                          ) -> IdempotencyRecord | None:
     """Reserve ``key`` for this request; return the existing record when it was already used.
 
-    A concurrent request holding the same key blocks here until the first one commits.
+    A record older than ``ttl_seconds`` has expired: it is taken over as if it did not exist. A
+    concurrent request holding the same key blocks here until the first one commits.
     """
-    stmt = (
-        insert(IdempotencyRecord)
-        .values(key=key, endpoint=endpoint, request_sha256=request_sha256)
-        .on_conflict_do_nothing(index_elements=["key"])
-        .returning(IdempotencyRecord.key)
-    )
-    if session.execute(stmt).scalar_one_or_none() is not None:
+    stmt = text(
+        "INSERT INTO idempotency_keys AS r (key, endpoint, request_sha256) VALUES (:key, :endpoint, :digest)"
+        " ON CONFLICT (key) DO UPDATE SET endpoint = excluded.endpoint, request_sha256 = excluded.request_sha256,"
+        " status_code = NULL, response = NULL, created_at = now()"
+        " WHERE r.created_at < now() - make_interval(secs => :ttl) RETURNING r.key")
+    params = {"key": key, "endpoint": endpoint, "digest": request_sha256, "ttl": ttl_seconds}
+    if session.execute(stmt, params).scalar_one_or_none() is not None:
         return None
     return session.execute(select(IdempotencyRecord).where(IdempotencyRecord.key == key)).scalar_one()
+
+
+def purge_idempotency_keys(session: Session, ttl_seconds: int, limit: int) -> int:
+    result = session.execute(text(
+        "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys"
+        " WHERE created_at < now() - make_interval(secs => :ttl) ORDER BY created_at LIMIT :limit)"),
+        {"ttl": ttl_seconds, "limit": limit})
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def raw_text(session: Session, trajectory_id: uuid.UUID) -> str | None:
+    """The trajectory's payload exactly as received (the ``json`` column keeps the text)."""
+    value = session.execute(text("SELECT raw::text FROM trajectories WHERE id = :id"),
+                            {"id": trajectory_id}).scalar_one_or_none()
+    return None if value is None else str(value)
 
 
 def store_idempotent_response(session: Session, key: str, status_code: int, response: dict[str, Any]) -> None:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Collection
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
+from app import body as request_body
 from app import idempotency
 from app.auth import Admin, Ingest, Principal, Reader
 from app.datasets import service as datasets
 from app.db import SessionDep, open_session
-from app.errors import AppError, ValidationFailed
+from app.errors import AppError, NotFound, ValidationFailed
 from app.observability import TRAJECTORIES_INGESTED
 from app.pagination import decode_cursor, encode_cursor
+from app.routing import CheckedRoute
 from app.trajectories import repository as repo
 from app.trajectories import service
 from app.trajectories.schemas import (
@@ -32,62 +35,70 @@ from app.trajectories.schemas import (
 )
 from contract.formats import export as export_format
 
-router = APIRouter(prefix="/v1/trajectories", tags=["trajectories"])
+router = APIRouter(prefix="/v1/trajectories", tags=["trajectories"], route_class=CheckedRoute)
 
 
 def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def _create_one(item: Any, request: Request, principal: Principal, key: str | None) -> tuple[int, dict[str, Any]]:
+def _create_one(body: request_body.Body, request: Request, principal: Principal, key: str | None
+                ) -> tuple[int, dict[str, Any]]:
+    parsed = request_body.parse(body)  # in the worker thread: never on the event loop
     with open_session(request.app) as session:  # committed before the answer leaves
-        return _create_one_in(session, item, request, principal, key)
+        return _create_one_in(session, parsed, body, request, principal, key)
 
 
-def _create_one_in(session: Session, item: Any, request: Request, principal: Principal, key: str | None
-                   ) -> tuple[int, dict[str, Any]]:
-    scoped, replay = idempotency.reserve(session, principal, key, "create", item)
+def _create_one_in(session: Session, parsed: request_body.Parsed, body: request_body.Body, request: Request,
+                   principal: Principal, key: str | None) -> tuple[int, dict[str, Any]]:
+    item = parsed.value
+    scoped, replay = idempotency.reserve(session, principal, key, "create", item,
+                                         request.app.state.settings.idempotency_ttl_seconds)
     if replay is not None:
         return 200, {**replay, "created": False}
-    outcome = service.ingest(session, [item], request.app.state.settings, principal.key_id)[0]
-    fmt = item.get("format", "unknown") if isinstance(item, dict) else "unknown"
+    outcome = service.ingest(session, [item], request.app.state.settings, principal, clean=parsed.clean,
+                             raw_texts=lambda _: {0: bytes(body).decode("utf-8", "surrogatepass")})[0]
+    fmt = _format_label(item)
     if outcome.error is not None:
-        TRAJECTORIES_INGESTED.labels(format=str(fmt), result="rejected").inc()
+        TRAJECTORIES_INGESTED.labels(format=fmt, result="rejected").inc()
         raise outcome.error
     assert outcome.receipt is not None
-    body = outcome.receipt.model_dump(mode="json")
+    out = outcome.receipt.model_dump(mode="json")
     if scoped is not None:
-        idempotency.store(session, scoped, outcome.status, body)
-    TRAJECTORIES_INGESTED.labels(format=str(fmt), result="created" if outcome.status == 201 else "replayed").inc()
-    return outcome.status, body
+        idempotency.store(session, scoped, outcome.status, out)
+    TRAJECTORIES_INGESTED.labels(format=fmt, result="created" if outcome.status == 201 else "replayed").inc()
+    return outcome.status, out
+
+
+def _format_label(item: Any) -> str:
+    """A bounded metric label: the format when it is one we know."""
+    fmt = item.get("format") if isinstance(item, dict) else None
+    return fmt if isinstance(fmt, str) and fmt in get_args(Format) else "unknown"
 
 
 @router.post(
     "", status_code=201, response_model=TrajectoryReceipt,
     openapi_extra=_body_schema({"$ref": "#/components/schemas/TrajectoryCreate"}),
     responses={200: {"description": "A replay of an already stored trajectory (same id)."},
+               403: {"description": "source_not_allowed: the key is bound to other sources."},
                409: {"description": "Same external_id or Idempotency-Key with different content."},
                413: {"description": "Body over the byte limit."}, 422: {"description": "Invalid."}},
 )
 async def create_trajectory(request: Request, response: Response, principal: Ingest,
                             idempotency_key: idempotency.IdempotencyKey = None) -> Any:
     """Ingest one trajectory: normalized, segmented and committed before the answer."""
-    item = idempotency.loads(await request.body())
-    status, body = await run_in_threadpool(_create_one, item, request, principal, idempotency_key)
+    body = await request_body.read(request)
+    status, out = await run_in_threadpool(_create_one, body, request, principal, idempotency_key)
     response.status_code = status
-    response.headers["Location"] = f"/v1/trajectories/{body['id']}"
-    return body
+    response.headers["Location"] = f"/v1/trajectories/{out['id']}"
+    return out
 
 
-def _create_batch(payload: Any, request: Request, principal: Principal, key: str | None
+def _create_batch(body: request_body.Body, request: Request, principal: Principal, key: str | None
                   ) -> tuple[int, dict[str, Any]]:
-    with open_session(request.app) as session:  # committed before the answer leaves
-        return _create_batch_in(session, payload, request, principal, key)
-
-
-def _create_batch_in(session: Session, payload: Any, request: Request, principal: Principal, key: str | None
-                     ) -> tuple[int, dict[str, Any]]:
     settings = request.app.state.settings
+    parsed = request_body.parse(body)  # in the worker thread, after the value budget
+    payload = parsed.value
     if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
         raise ValidationFailed("The body must be {\"items\": [...]}.",
                                errors=[{"field": "items", "code": "type_error", "message": "expected a list"}])
@@ -96,14 +107,24 @@ def _create_batch_in(session: Session, payload: Any, request: Request, principal
         raise service.LimitExceeded(
             f"The batch has {len(items)} items; the limit is {settings.max_batch_items}. Nothing was stored.",
             limit={"name": "items", "max": settings.max_batch_items, "actual": len(items)})
-    scoped, replay = idempotency.reserve(session, principal, key, "batch", payload)
+    with open_session(request.app) as session:  # committed before the answer leaves
+        return _create_batch_in(session, payload, parsed.clean, lambda wanted: request_body.item_texts(
+            body, items, wanted), request, principal, key)
+
+
+def _create_batch_in(session: Session, payload: dict[str, Any], clean: bool,
+                     raw_texts: Callable[[Collection[int]], dict[int, str]], request: Request,
+                     principal: Principal, key: str | None) -> tuple[int, dict[str, Any]]:
+    settings = request.app.state.settings
+    items = payload["items"]
+    scoped, replay = idempotency.reserve(session, principal, key, "batch", payload, settings.idempotency_ttl_seconds)
     if replay is not None:
         return 200, replay
-    outcomes = service.ingest(session, items, settings, principal.key_id)
+    outcomes = service.ingest(session, items, settings, principal, raw_texts=raw_texts, clean=clean)
     results = []
     counts = {"created": 0, "replayed": 0, "failed": 0}
     for i, (item, o) in enumerate(zip(items, outcomes, strict=True)):
-        fmt = str(item.get("format", "unknown")) if isinstance(item, dict) else "unknown"
+        fmt = _format_label(item)
         if o.error is not None:
             counts["failed"] += 1
             TRAJECTORIES_INGESTED.labels(format=fmt, result="rejected").inc()
@@ -114,10 +135,10 @@ def _create_batch_in(session: Session, payload: Any, request: Request, principal
             counts[kind] += 1
             TRAJECTORIES_INGESTED.labels(format=fmt, result=kind).inc()
             results.append(BatchItemResult(index=i, status=o.status, id=o.receipt.id, created=o.receipt.created))
-    body = BatchResult(items=results, **counts).model_dump(mode="json")
+    out = BatchResult(items=results, **counts).model_dump(mode="json")
     if scoped is not None:
-        idempotency.store(session, scoped, 200, body)
-    return 200, body
+        idempotency.store(session, scoped, 200, out)
+    return 200, out
 
 
 @router.post(
@@ -130,10 +151,10 @@ def _create_batch_in(session: Session, payload: Any, request: Request, principal
 async def create_trajectories_batch(request: Request, response: Response, principal: Ingest,
                                     idempotency_key: idempotency.IdempotencyKey = None) -> Any:
     """Ingest up to 1000 trajectories; one result per item (partial success; nothing dropped)."""
-    payload = idempotency.loads(await request.body())
-    status, body = await run_in_threadpool(_create_batch, payload, request, principal, idempotency_key)
+    body = await request_body.read(request)
+    status, out = await run_in_threadpool(_create_batch, body, request, principal, idempotency_key)
     response.status_code = status
-    return body
+    return out
 
 
 @router.get("", response_model=TrajectoryPage)
@@ -174,14 +195,17 @@ def get_trajectory(trajectory_id: uuid.UUID, response: Response, session: Sessio
     )
 
 
-@router.get("/{trajectory_id}/export")
+@router.get("/{trajectory_id}/export", response_model=dict[str, Any])
 def export_trajectory(trajectory_id: uuid.UUID, session: SessionDep, _: Reader,
-                      original: bool = False) -> dict[str, Any]:
+                      original: bool = False) -> Any:
     """The trajectory as a request body in its own input format (``original=true``: byte-for-byte the
     payload as received), ready to POST to another Distillery or feed back to the source tool."""
-    row = service.get_or_404(session, trajectory_id)
     if original:
-        return dict(row.raw)
+        raw = repo.raw_text(session, trajectory_id)
+        if raw is None:
+            raise NotFound(f"No trajectory {trajectory_id}.")
+        return Response(raw.encode("utf-8", "surrogatepass"), media_type="application/json")
+    row = service.get_or_404(session, trajectory_id)
     spans = repo.current_spans(session, row.id, row.span_revision)
     body: dict[str, Any] = {
         "format": row.format, "source": row.source, "external_id": row.external_id,

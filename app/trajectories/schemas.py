@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,7 +57,8 @@ class TrajectoryCreate(BaseModel):
     task_type: str | None = Field(None, max_length=200, description="e.g. hotpotqa")
     outcome: Outcome = "unknown"
     reward: float | None = Field(None, allow_inf_nan=False)
-    tags: list[str] = Field(default_factory=list)
+    tags: list[Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=list, description="Each at most 200 characters (tags are indexed).")
     metadata: dict[str, Any] = Field(default_factory=dict)
     spans: list[dict[str, Any]] | None = Field(
         None, description="Client spans {message, start, end, kind}; when absent the segmenter proposes them.")

@@ -9,7 +9,9 @@ session commits; nothing here is acknowledged before that.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,21 +19,30 @@ import orjson
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from app.auth import Principal
 from app.config import Settings
-from app.errors import AppError, Conflict, NotFound, ValidationFailed
+from app.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.trajectories import repository as repo
 from app.trajectories.schemas import TrajectoryCreate, TrajectoryReceipt
 from contract.complexity import compute_complexity
 from contract.formats import FormatError, canonical_sha256, parse
+from contract.pglimits import index_key_error, json_error
 from contract.spans import Span, SpanKind, validate_spans
 from contract.validation import pydantic_errors
 
+_PARSED_BY_FORMAT = frozenset({"messages", "conversations", "text"})
 _ENVELOPE = {"format", "source", "external_id", "teacher_model", "task", "task_type", "outcome",
              "reward", "tags", "metadata", "spans"}
 
 
-def request_sha256(item: dict[str, Any]) -> str:
-    return hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def request_sha256(item: Any) -> str:
+    """sha256 of the request as sorted compact JSON (integers beyond 64 bits fall back to the stdlib)."""
+    try:
+        data = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        data = json.dumps(item, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode(
+            "utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
 
 
 class LimitExceeded(ValidationFailed):
@@ -54,15 +65,27 @@ class Prepared:
     span_source: str
 
 
-def prepare(item: Any, settings: Settings) -> Prepared:
-    """Validate and normalize one request item. Raises an ``AppError`` describing this item."""
+def prepare(item: Any, settings: Settings, *, raw: str | None = None, clean: bool = False) -> Prepared:
+    """Validate and normalize one request item. Raises an ``AppError`` describing this item.
+
+    ``raw``: the item's text as received (stored for ``original=true``; default: re-serialized).
+    ``clean``: the item came from bytes that cannot hold unstorable text (``app.body.Parsed.clean``).
+    """
     if not isinstance(item, dict):
         raise ValidationFailed("Each trajectory must be a JSON object.",
                                errors=[{"field": "body", "code": "type_error", "message": "expected an object"}])
+    # The format's own fields are checked by its parser (every string it keeps, tool-call arguments);
+    # what it ignores is kept only in the raw text, which the json column stores as received.
+    unstorable = json_error({k: v for k, v in item.items() if k not in _PARSED_BY_FORMAT}, strings=not clean)
+    if unstorable is not None:
+        raise ValidationFailed("The trajectory holds a value that cannot be stored.", errors=[unstorable])
     try:
         body = TrajectoryCreate.model_validate(item)
     except ValidationError as exc:
         raise ValidationFailed("The trajectory is not valid.", errors=pydantic_errors(exc.errors())) from None
+    too_wide = index_key_error({"source": body.source, "external_id": body.external_id}, "external_id")
+    if too_wide is not None:
+        raise ValidationFailed("source and external_id are too long together.", errors=[too_wide])
 
     raw_messages = body.messages if body.messages is not None else body.conversations
     if raw_messages is not None and len(raw_messages) > settings.max_messages:
@@ -125,7 +148,7 @@ def prepare(item: Any, settings: Settings) -> Prepared:
         "metadata_": body.metadata,
         "messages": messages,
         "tools": parsed.tools,
-        "raw": item,
+        "raw": raw if raw is not None else orjson.dumps(item).decode(),
         "content_sha256": canonical_sha256(messages),
         "request_sha256": request_sha256(item),
         "complexity": complexity,
@@ -155,14 +178,29 @@ def _receipt(row: Any, created: bool, n_spans: int) -> TrajectoryReceipt:
     )
 
 
-def ingest(session: Session, items: list[Any], settings: Settings, author_key_id: str | None) -> list[Outcome]:
-    """Store many items; one ``Outcome`` per item, in order. Invalid items do not stop the rest."""
+def _source_not_allowed(source: str) -> Forbidden:
+    return Forbidden(f"This API key may not write to source {source!r}.", code="source_not_allowed", source=source)
+
+
+def ingest(session: Session, items: list[Any], settings: Settings, principal: Principal, *,
+           raw_texts: Callable[[Collection[int]], dict[int, str]] | None = None, clean: bool = False
+           ) -> list[Outcome]:
+    """Store many items; one ``Outcome`` per item, in order. Invalid items do not stop the rest.
+
+    ``raw_texts(indices)``: the items' texts as received, asked for once the valid items are known (so an
+    item refused for its size never has its text copied); without it the items are re-serialized.
+
+    A key bound to sources (``Principal.sources``) writes only to those: any other source is a 403
+    for that item, before anything about the stored trajectories is looked at.
+    """
     outcomes: list[Outcome | None] = [None] * len(items)
     prepared: dict[int, Prepared] = {}
     first_of_key: dict[tuple[str, str], int] = {}
     for i, item in enumerate(items):
         try:
-            p = prepare(item, settings)
+            p = prepare(item, settings, raw="" if raw_texts is not None else None, clean=clean)
+            if not principal.may_write(p.row["source"]):
+                raise _source_not_allowed(p.row["source"])
         except AppError as err:
             outcomes[i] = Outcome(err.status, error=err)
             continue
@@ -173,9 +211,12 @@ def ingest(session: Session, items: list[Any], settings: Settings, author_key_id
             first_of_key[key] = i
         prepared[i] = p
 
+    if raw_texts is not None and prepared:
+        for i, raw in raw_texts(prepared.keys()).items():
+            prepared[i].row["raw"] = raw
     batch = list(prepared.values())
     inserted = repo.insert_trajectories(session, [p.row for p in batch], [p.spans for p in batch],
-                                        [p.span_source for p in batch], author_key_id)
+                                        [p.span_source for p in batch], principal.key_id)
     for i, p in prepared.items():
         if p.row["id"] in inserted:
             outcomes[i] = Outcome(201, receipt=_receipt(p.row, True, len(p.spans)))
@@ -197,10 +238,11 @@ def ingest(session: Session, items: list[Any], settings: Settings, author_key_id
                 outcomes[i] = Outcome(409, error=Conflict("The trajectory changed concurrently; retry."))
             elif row.request_sha256 == digest:
                 outcomes[i] = Outcome(200, receipt=_receipt(row, False, row.n_spans))
-            else:
+            else:  # the stored trajectory's id only for a key that may read it
+                shown: dict[str, Any] = {"existing_id": str(row.id)} if principal.may_read_trajectories() else {}
                 outcomes[i] = Outcome(409, error=Conflict(
                     f"source {key[0]!r} already holds external_id {key[1]!r} with different content.",
-                    code="external_id_conflict", existing_id=str(row.id)))
+                    code="external_id_conflict", **shown))
     return [o for o in outcomes if o is not None]
 
 

@@ -24,13 +24,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from contract.pglimits import JSON_INT_MAX, JSON_INT_MIN, MAX_JSON_DEPTH, UNSTORABLE
 from contract.spans import Message, Span, SpanKind
 from contract.validation import FieldError
 
 Piece = tuple[int, int, SpanKind]  # (start, end, kind) inside one message text
 
-# Characters Postgres cannot store in text/jsonb: NUL and lone UTF-16 surrogates.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNSTORABLE = UNSTORABLE  # NUL and lone UTF-16 surrogates: Postgres stores neither in text or jsonb
+ARGUMENTS_DEPTH = 4  # messages[i].tool_calls[j].arguments: where parsed arguments sit in the stored messages
 # ReAct labels at line start, optionally numbered the FireAct way ("Thought 1:"). Searching for
 # "\n" + label is several times faster than a MULTILINE "^" (sre scans for the literal first).
 _LABEL_NAMES = r"(Thought|Action Input|Action|Observation|Final Answer)(?: \d+)?:"
@@ -152,28 +153,38 @@ def content_text(content: Any, field: str) -> str:
     return "\n".join(texts)
 
 
-def is_json_value(value: Any) -> bool:
-    """True for a JSON-compatible tree of storable strings (finite floats, str keys), bounded in size."""
-    stack, nodes = [value], 0
+def is_json_value(value: Any, depth: int = ARGUMENTS_DEPTH) -> bool:
+    """True for a JSON-compatible tree (str keys) bounded in size that ``contract.pglimits`` can store when it
+    sits ``depth`` levels deep in the canonical messages (tool-call arguments sit 4 deep): storable text,
+    integers in range, finite numbers, nesting within ``MAX_JSON_DEPTH``."""
+    stack, nodes = [(value, depth)], 0
     while stack:
-        v = stack.pop()
+        v, level = stack.pop()
         nodes += 1
         if nodes > _MAX_JSON_NODES:
             return False
         if isinstance(v, str):
             if _UNSTORABLE.search(v):
                 return False
-        elif isinstance(v, dict):
-            for k, item in v.items():
-                if not isinstance(k, str) or _UNSTORABLE.search(k):
-                    return False
-                stack.append(item)
-        elif isinstance(v, list):
-            stack.extend(v)
+        elif isinstance(v, dict | list):
+            if level >= MAX_JSON_DEPTH:
+                return False
+            if isinstance(v, dict):
+                for k, item in v.items():
+                    if not isinstance(k, str) or _UNSTORABLE.search(k):
+                        return False
+                    stack.append((item, level + 1))
+            else:
+                stack.extend((item, level + 1) for item in v)
+        elif isinstance(v, bool) or v is None:
+            continue
+        elif isinstance(v, int):
+            if not JSON_INT_MIN <= v <= JSON_INT_MAX:
+                return False
         elif isinstance(v, float):
             if not math.isfinite(v):
                 return False
-        elif v is not None and not isinstance(v, int):  # bool is an int
+        else:
             return False
     return True
 
