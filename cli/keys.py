@@ -14,6 +14,9 @@ keys_cli = typer.Typer(help="API keys (run on the server; talks to the database 
 def keys_create(
     name: Annotated[str, typer.Option(help="Who uses the key.")],
     scopes: Annotated[list[str], typer.Option("--scopes", help="ingest, annotate, curate, operate, admin")],
+    sources: Annotated[list[str] | None, typer.Option(
+        "--sources", help="Bind the key to these sources (comma-separated): it may post and read only their "
+        "trajectories. Default: any source.")] = None,
 ) -> None:
     """Create an API key and print it (shown once)."""
     from app.auth import SCOPES, create_key
@@ -26,8 +29,10 @@ def keys_create(
         raise typer.Exit(2)
     db = open_database()
     with db.sessionmaker.begin() as session:
-        row, key = create_key(session, name, flat)
-        typer.echo(json.dumps({"id": str(row.id), "name": name, "scopes": row.scopes, "key": key}))
+        bound = [s.strip() for item in sources for s in item.split(",") if s.strip()] if sources else None
+        row, key = create_key(session, name, flat, bound)
+        typer.echo(json.dumps({"id": str(row.id), "name": name, "scopes": row.scopes, "sources": row.sources,
+                               "key": key}))
     db.dispose()
 
 

@@ -1,9 +1,9 @@
-"""The ``distillery`` command line: serve the API, run a worker, migrate; the command groups (keys,
-masks, jobs, datasets) live in their own modules and are wired here.
+"""The ``distillery`` command line: serve the API, run a worker, migrate; ``demo`` and the command groups
+(keys, masks, jobs, datasets, models) live in their own modules and are wired here.
 
 Every command imports what it needs when it runs: ``--help`` and the HTTP-only ``jobs`` commands load
-neither SQLAlchemy nor torch, and only the commands that train or render (``worker``, ``serve
---with-worker``, ``masks show``) load the worker's torch side.
+neither SQLAlchemy nor torch, and only the commands that train, render or build models (``worker``,
+``serve --with-worker``, ``masks show``, ``demo``, ``models add|tiny``) load the worker's torch side.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from typing import Annotated
 import typer
 
 from cli.datasets import datasets_cli
+from cli.demo import demo
 from cli.jobs import jobs_cli
 from cli.keys import keys_cli
 from cli.masks import masks_cli
+from cli.models import models_cli
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
@@ -29,6 +31,8 @@ cli.add_typer(keys_cli, name="keys")
 cli.add_typer(masks_cli, name="masks")
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(datasets_cli, name="datasets")
+cli.add_typer(models_cli, name="models")
+cli.command("demo")(demo)
 
 
 @cli.command()
@@ -39,7 +43,8 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, max=64, help="API processes (uvicorn workers).")] = 1,
 ) -> None:
     """Run the API (migrating the database first). Without DISTILLERY_DATABASE_URL an embedded
-    Postgres starts in the per-user data folder."""
+    Postgres starts in the per-user data folder. SIGTERM or Ctrl-C stops everything: the API, the worker
+    (its job handed back, the worker unregistered) and the embedded Postgres."""
     import uvicorn
 
     from app.config import get_settings
@@ -47,8 +52,11 @@ def serve(
     from app.main import create_app
     from app.migrate import upgrade
     from app.observability import configure_logging
+    from app.serving import uvicorn_options
     from cli.database import database_url
+    from cli.stack import exit_on_sigterm
 
+    exit_on_sigterm()  # before the embedded Postgres starts: whenever SIGTERM comes, the cleanup runs
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     url = database_url()
@@ -62,13 +70,13 @@ def serve(
     try:
         if workers == 1:
             app = create_app(settings, database=Database(url, settings))
-            uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+            uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, **uvicorn_options())
         else:  # each process builds its own app on the already migrated database
             import os
 
             os.environ["DISTILLERY_DATABASE_URL"] = url
             uvicorn.run("app.main:create_worker_process_app", factory=True, host=host, port=port,
-                        workers=workers, log_config=None, access_log=False)
+                        workers=workers, log_config=None, access_log=False, **uvicorn_options())
     finally:
         if stop_worker is not None:
             stop_worker()

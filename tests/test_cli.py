@@ -47,6 +47,17 @@ def test_db_upgrade_and_keys(database_url):
     engine.dispose()
     bad = _cli("keys", "create", "--name", "x", "--scopes", "root", database_url=database_url)
     assert bad.returncode == 2 and "unknown scopes: root" in bad.stderr
+    bound = _cli("keys", "create", "--name", "agent-a", "--scopes", "ingest", "--sources", "agent-a,agent-b",
+                 database_url=database_url)
+    assert bound.returncode == 0, bound.stderr
+    created = json.loads(bound.stdout)
+    assert created["sources"] == ["agent-a", "agent-b"] and created["scopes"] == ["ingest"]
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT sources FROM api_keys WHERE id = :id"),
+                            {"id": created["id"]}).scalar_one() == ["agent-a", "agent-b"]
+        conn.execute(text("DELETE FROM api_keys WHERE id = :id"), {"id": created["id"]})
+    engine.dispose()
 
 
 def _tokenizer(tmp_path: Path, body: dict[str, Any]) -> Path:
@@ -108,5 +119,18 @@ def test_help_loads_neither_the_database_layer_nor_torch():
     assert out.stdout.strip() == ""
     helped = _cli("--help")
     assert helped.returncode == 0
-    for group in ("serve", "worker", "db", "keys", "masks", "jobs", "datasets"):
+    for group in ("serve", "worker", "db", "keys", "masks", "jobs", "datasets", "models", "demo"):
         assert group in helped.stdout
+
+
+def test_models_list_loads_no_torch(tmp_path):
+    """Listing the models root reads config.json files and safetensors headers: no torch, no transformers."""
+    code = ("import sys\n"
+            "from typer.testing import CliRunner\n"
+            "from cli.main import cli\n"
+            "result = CliRunner().invoke(cli, ['models', 'list', '--json'])\n"
+            "print(result.exit_code, [m for m in ('torch', 'transformers') if m in sys.modules])\n")
+    env = {**os.environ, "DISTILLERY_DATA_DIR": str(tmp_path)}
+    env.pop("DISTILLERY_MODELS_ROOT", None)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0 []"

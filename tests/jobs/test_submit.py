@@ -46,7 +46,8 @@ def test_submit_queues_a_validated_job(client, dataset, models_root: Path) -> No
     assert client.post("/v1/jobs", json=nested).status_code == 202
 
 
-def test_hub_ids_are_accepted_as_given(client, dataset) -> None:  # type: ignore[no-untyped-def]
+def test_hub_ids_are_accepted_as_given(client, dataset, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online: the worker downloads them (offline: test_models_submit.py)
     spec = distill_spec(dataset["id"], model="Qwen/Qwen2.5-0.5B-Instruct", teacher_model="Qwen/Qwen2.5-7B-Instruct")
     r = client.post("/v1/jobs", json=spec)
     assert r.status_code == 202, r.text
