@@ -1,5 +1,5 @@
-# One image for the API and the worker. Build with --build-arg TORCH_INDEX to pick a CUDA build of
-# torch for GPU workers (the default is the CPU wheel from PyPI's default index).
+# One image for the API, the workers and `distillery models`. Build with --build-arg TORCH_INDEX to pick a
+# CUDA build of torch for GPU workers (the default is the CPU build, from PyTorch's CPU index).
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1
 WORKDIR /srv/distillery
@@ -15,7 +15,8 @@ COPY cli ./cli
 COPY migrations ./migrations
 # The client is its own distribution, and the server requires it: one resolve takes it from ./client.
 RUN pip install ./client ".[train]"
-RUN useradd --create-home distillery && mkdir -p /data && chown distillery /data
+# /data and /models belong to the user, so named volumes mounted there start writable by it.
+RUN useradd --create-home distillery && mkdir -p /data /models && chown distillery /data /models
 USER distillery
 ENV DISTILLERY_DATA_DIR=/data
 EXPOSE 8000

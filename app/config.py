@@ -27,7 +27,11 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default_factory=default_data_dir, description="Embedded Postgres data, artifacts.")
     admin_key: SecretStr | None = Field(None, description="Bootstrap admin API key (all scopes).")
-    models_root: Path | None = Field(None, description="Local model paths must live under this folder.")
+    models_root: Path | None = Field(
+        default_factory=lambda data: data["data_dir"] / "models",
+        description="Local models are folders under this one (default: <data_dir>/models; filled by "
+        "'distillery models add|tiny'). Jobs name them by their path inside it.",
+    )
 
     db_pool_size: int = Field(10, ge=1, le=200)
     db_max_overflow: int = Field(10, ge=0, le=200)
@@ -83,6 +87,14 @@ class Settings(BaseSettings):
         None, description="Handler plugins: 'pkg.module,pkg.other:setup' (see worker.handlers)."
     )
     worker_listen: bool = Field(True, description="Wake on LISTEN/NOTIFY; false = poll only (benchmarks).")
+    # What a worker advertises (worker.capabilities); its claims pick only jobs that fit.
+    worker_gpus: int | None = Field(
+        None, ge=0, le=4096, description="GPUs this worker advertises; unset = the CUDA devices torch sees."
+    )
+    worker_launchers: str | None = Field(
+        None, description="Launchers this worker advertises, comma-separated (inprocess,torchrun,slurm); unset = "
+        "inprocess, torchrun when torch is installed, slurm when sbatch is on PATH.",
+    )
     worker_torchrun: str | None = Field(
         None, description="Launcher of multi-process jobs (resources.gpus > 1), e.g. 'torchrun'; unset = the "
         "worker's own Python with -m torch.distributed.run.",

@@ -2,15 +2,16 @@
 
 These commands talk HTTP to a running API through ``distillery.client.DistilleryClient``: ``--api`` (default
 ``$DISTILLERY_API_URL`` or http://127.0.0.1:8000) and ``--key`` (``$DISTILLERY_API_KEY``). Errors print the
-problem's code, detail and field errors on stderr and exit 1. ``follow`` draws a live progress bar from
-the job's Server-Sent Events and exits 0 when the job succeeded, 1 otherwise.
+problem's code, detail and field errors on stderr and exit 1. ``follow`` shows the job's progress from its
+Server-Sent Events (a live bar on a terminal, plain lines when redirected; ``cli.progress``) and exits 0
+when the job succeeded, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -161,58 +162,9 @@ def follow(job_id: str, api: Api = None, key: Key = None) -> None:
         raise typer.Exit(_follow(client, job_id))
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return format(value, spec) if isinstance(value, int | float) else "-"
-
-
 def _follow(client: DistilleryClient, job_id: str) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from cli.progress import follow_job
 
-    console = Console(stderr=True)
-    job = client.get_job(job_id)
-    total = (job.get("progress") or {}).get("total")
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(),
-               TextColumn("{task.completed:.0f}/{task.fields[of]}"), TextColumn("loss {task.fields[loss]}"),
-               TextColumn("{task.fields[tps]} tok/s"), TextColumn("ETA {task.fields[eta]}"), TimeElapsedColumn()]
-    status = job["status"]
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(status, total=total, of=total or "?", loss="-", tps="-", eta="-")
-        handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
-
-        def on_progress(data: dict[str, Any]) -> None:
-            row = data.get("data") or {}
-            of = row.get("total", row.get("total_steps"))
-            progress.update(task, completed=row.get("step", 0), total=of, of=of or "?",
-                            loss=_fmt(row.get("loss"), ".4f"), tps=_fmt(row.get("tokens_per_s"), ",.0f"),
-                            eta=_fmt_eta(row.get("eta_s")))
-
-        def on_state(data: dict[str, Any]) -> None:
-            new = (data.get("data") or {}).get("status")
-            if new:
-                progress.update(task, description=new)
-            progress.console.print(f"[dim]{data.get('ts', '')[:19]}[/dim] {data.get('message')}")
-
-        def on_log(data: dict[str, Any]) -> None:
-            progress.console.print(f"[dim]{data.get('ts', '')[:19]} {data.get('level')}[/dim] {data.get('message')}")
-
-        handlers.update(progress=on_progress, state=on_state, log=on_log)
-        for event in client.stream_events(job_id):
-            if event.event == "end":
-                status = str(event.data.get("status"))
-                break
-            handler = handlers.get(event.event)
-            if handler is not None:
-                handler(event.data)
-    final = client.get_job(job_id)
-    if final["status"] == "failed" and final.get("error"):
-        console.print(f"[red]failed:[/red] {final['error'].strip().splitlines()[-1]}")
+    status = follow_job(client, job_id)
     typer.echo(f"{job_id} {status}")
     return 0 if status == "succeeded" else 1
-
-
-def _fmt_eta(seconds: Any) -> str:
-    if not isinstance(seconds, int | float):
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

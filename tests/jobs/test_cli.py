@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -65,7 +66,9 @@ def test_jobs_cli_end_to_end(api_url, committed, database_url, jobs_settings, tm
         stop()
     assert followed.returncode == 0, followed.stderr
     assert followed.stdout.strip() == f"{job['id']} succeeded"
-    assert "running on" in followed.stderr and "4/4" in followed.stderr  # state lines and the bar, from SSE
+    # not a terminal: plain lines (state changes, progress with the last step), not a live bar that prints nothing
+    assert "running on" in followed.stderr
+    assert re.search(r"^step 4/4  loss \d+\.\d{4}  [\d,]+ tok/s  ETA 0:00:00$", followed.stderr, re.MULTILINE)
 
     shown = json.loads(_cli(api_url, "show", job["id"]).stdout)
     assert shown["status"] == "succeeded" and shown["progress"]["step"] == 4
