@@ -75,7 +75,8 @@ class AppError(Exception):
             body["instance"] = instance
         if self.errors:
             body["errors"] = self.errors
-        body.update(self.extra)
+        # Extras never shadow the problem's own members: ``status`` is always the HTTP status code.
+        body.update({k: v for k, v in self.extra.items() if k not in body})
         return body
 
 

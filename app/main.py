@@ -19,6 +19,7 @@ from app.auth import KeyCache
 from app.config import Settings, get_settings
 from app.datasets.routes import router as datasets_router
 from app.db import Database, open_session
+from app.docs import install_docs
 from app.embedded import resolve_database_url
 from app.errors import install_error_handlers
 from app.jobs.routes import openapi_components as jobs_openapi_components
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         version="0.1.0",
         summary="Agent trajectories in, span-level distilled students out.",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_docs (no CDN)
+        redoc_url=None,  # ReDoc has no offline bundle here; /docs is the reference
     )
     app.state.settings = settings
     app.state.db = database
@@ -82,6 +85,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.limiter = Limiter(settings)
     app.state.job_waiters = JobWaiters()
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(health.router)
     app.include_router(keys_router)
     app.include_router(trajectories_router)

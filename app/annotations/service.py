@@ -121,7 +121,7 @@ def _stale(current: int, sent: set[int] | int) -> PreconditionFailed:
 
 def _not_editable(status: str) -> Conflict:
     return Conflict(f"The trajectory is {status}; reopen it (POST …/review {{\"action\": \"reopen\"}}) to edit spans.",
-                    code="not_editable", status=status, allowed_actions=allowed_actions(status))
+                    code="not_editable", current_status=status, allowed_actions=allowed_actions(status))
 
 
 # ---- writes -------------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def review(session: Session, trajectory_id: uuid.UUID, action: str, note: str | 
         allowed = allowed_actions(locked.status)
         raise Conflict(f"Cannot {action} a trajectory that is {locked.status}; allowed: "
                        f"{', '.join(allowed) or 'none'}.", code="invalid_transition",
-                       status=locked.status, action=action, allowed_actions=allowed)
+                       current_status=locked.status, action=action, allowed_actions=allowed)
     updated = repo.set_review(session, trajectory_id, action=action, from_status=locked.status, to_status=target,
                               actor=actor, note=note, span_revision=locked.span_revision)
     return {"trajectory_id": trajectory_id, "previous_status": locked.status, **updated._mapping,

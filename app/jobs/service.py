@@ -16,14 +16,15 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.errors import Conflict, NotFound
-from app.jobs import artifacts, queue
+from app.jobs import artifacts, placement, queue
 from app.jobs import repository as repo
 from app.jobs.validation import validate_submission
 from contract.rundir import FINAL, RunDir, checkpoint_metas, read_metrics
 
 
 def get_or_404(session: Session, job_id: uuid.UUID) -> Row[Any]:
-    row = repo.get_job(session, job_id)
+    """The job, with ``waiting_reason`` when it is queued and no live worker can run it."""
+    row = placement.read_job(session, job_id)
     if row is None:
         raise NotFound(f"No job {job_id}.", code="job_not_found")
     return row
@@ -39,7 +40,7 @@ def submit(session: Session, body: Any, settings: Settings, actor: str) -> Row[A
 
 
 def _invalid_transition(action: str, row: Row[Any]) -> Conflict:
-    return Conflict(f"Cannot {action} a job that is {row.status}.", code="invalid_transition", status=row.status)
+    return Conflict(f"Cannot {action} a job that is {row.status}.", code="invalid_transition", current_status=row.status)
 
 
 def cancel(session: Session, job_id: uuid.UUID) -> Row[Any]:

@@ -46,7 +46,7 @@ def test_invalid_transitions_are_409_with_allowed_actions(client):
     r = _review(client, tid, "reopen")
     assert r.status_code == 409 and r.headers["content-type"].startswith(PROBLEM)
     body = r.json()
-    assert body["code"] == "invalid_transition" and body["status"] == "pending"
+    assert body["code"] == "invalid_transition" and body["status"] == 409 and body["current_status"] == "pending"
     assert body["allowed_actions"] == ["approve", "reject", "start"]
     _review(client, tid, "start")
     r = _review(client, tid, "start")
@@ -54,7 +54,8 @@ def test_invalid_transitions_are_409_with_allowed_actions(client):
     _review(client, tid, "approve")
     for action in ("start", "approve", "reject"):
         r = _review(client, tid, action)
-        assert r.status_code == 409 and r.json()["status"] == "approved" and r.json()["allowed_actions"] == ["reopen"]
+        assert r.status_code == 409 and r.json()["status"] == 409 and r.json()["current_status"] == "approved"
+        assert r.json()["allowed_actions"] == ["reopen"]
     assert len(client.get(f"/v1/trajectories/{tid}/reviews").json()["items"]) == 2
     assert _review(client, tid, "publish").status_code == 422
     assert _review(client, str(uuid.uuid4()), "start").status_code == 404
@@ -64,7 +65,8 @@ def test_approved_trajectories_are_not_editable_until_reopened(client):
     tid = ingest(client, "r-locked")
     _review(client, tid, "approve")
     r = put_spans(client, tid, AUTO[:1])
-    assert r.status_code == 409 and r.json()["code"] == "not_editable" and r.json()["status"] == "approved"
+    assert r.status_code == 409 and r.json()["code"] == "not_editable" and r.json()["status"] == 409
+    assert r.json()["current_status"] == "approved"
     assert edit(client, tid, [{"op": "delete", "index": 0}]).json()["code"] == "not_editable"
     _review(client, tid, "reopen")
     assert put_spans(client, tid, AUTO[:1]).status_code == 200

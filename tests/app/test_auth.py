@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.auth import SCOPES
 
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/docs/assets", "/openapi.json"}
 
 
 def _required_scopes(route: APIRoute) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 
 from tests.app.payloads import openai
@@ -25,7 +26,15 @@ def test_openapi_and_docs(client):
     assert "TrajectoryCreate" in schema["components"]["schemas"]
     body = schema["paths"]["/v1/trajectories"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/TrajectoryCreate"}
-    assert client.get("/docs").status_code == 200
+    page = client.get("/docs")
+    assert page.status_code == 200
+    # Offline: every script and stylesheet the page loads is served by the API itself, none from a CDN.
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
+    assert assets and all(a.startswith("/docs/assets/") for a in assets), assets
+    for asset in assets:
+        r = client.get(asset)
+        assert r.status_code == 200 and len(r.content) > 1000, asset
+    assert "https://" not in page.text.split("<script>")[0].replace("https://fastapi.tiangolo.com", "")
 
 
 def test_json_logs_with_request_id_and_no_secret(client, caplog):
