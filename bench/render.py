@@ -1,7 +1,9 @@
 """Span rendering + masks throughput: trajectory → token ids + per-token kinds, on one CPU core.
 
 Baseline in the same run: tokenizing the already-rendered chat string alone (what any SFT
-pipeline pays). DESIGN.md §8 target: ≥ 100k tokens/s on one core.
+pipeline pays). DESIGN.md §8 target: ≥ 100k tokens/s on one core. Templates: the built-in plain one,
+our ChatML, and Qwen2.5's real template (tests/data/templates/; default system turn, tool responses
+wrapped in user turns).
 
     ./dev bench render [--trajectories 200] [--vocab 8192]
 """
@@ -14,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import print_table
+from common import ROOT, print_table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -45,7 +47,8 @@ def main() -> None:
     corpus = [m["text"] for msgs, _ in records[:50] for m in msgs]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, template in (("plain", None), ("chatml", CHATML_TEMPLATE)):
+        qwen25 = (ROOT / "tests" / "data" / "templates" / "qwen2.5.jinja").read_text(encoding="utf-8")
+        for name, template in (("plain", None), ("chatml", CHATML_TEMPLATE), ("qwen2.5", qwen25)):
             model_dir = build_tiny_model(Path(tmp) / name, corpus, vocab_size=args.vocab, chat_template=template)
             tok = AutoTokenizer.from_pretrained(model_dir)
             rendered = [render_trajectory(m, s, tok, max_seq_len=1 << 20) for m, s in records[:5]]  # warm-up

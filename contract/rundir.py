@@ -11,6 +11,10 @@ One owner for what the worker writes and the API serves (``settings.data_dir/job
     inputs/config.json       the job config handed to torchrun ranks
     inputs/data.jsonl        the dataset records handed to torchrun ranks
     train.log                the ranks' stderr
+    .leases/<token>.json     the lease of the attempt holding the job, for its ranks' fence (``worker.fence``)
+
+Hidden entries (a leading dot) are an attempt's own: its lease file, and what it assembles before promoting
+it (``.<name>.attempt-<token>``, ``checkpoints/.tmp-…``); they are never listed as artifacts.
 
 The trainer's exit codes (``ExitCode``) and the train result (``TrainResult``, serialised by
 ``to_json`` / ``from_json`` across the torchrun boundary and shaped by ``job_result`` into what the
@@ -35,6 +39,7 @@ CHECKPOINT_PREFIX = "step-"
 FINAL = "final"
 INPUTS = "inputs"
 TRAIN_LOG = "train.log"
+LEASES = ".leases"
 REPORTS = frozenset({EVAL_REPORT, EVAL_BEFORE, "result.json"})
 
 
@@ -95,6 +100,10 @@ class RunDir:
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"{CHECKPOINT_PREFIX}{step:08d}"
+
+    def lease_file(self, token: object) -> Path:
+        """Where the worker publishes the lease of the attempt with this token (its ranks read it)."""
+        return self.root / LEASES / f"{token}.json"
 
 
 # -- metrics.jsonl --------------------------------------------------------------------------------------

@@ -5,7 +5,10 @@ must call ``ctx.should_stop()`` regularly (the trainer does so every step) and, 
 True, save what it has (a checkpoint) and return ``{"status": "stopped", ...}``: the worker then
 cancels the job or hands it back, depending on why it stopped. A job that runs again (after a
 hand-back or a dead worker) gets the same ``out_dir`` and resumes from what it finds there. Its
-data comes through ``ctx.dataset_records()`` (the worker's store, ``worker.store``).
+data comes through ``ctx.dataset_records()`` (the worker's store, ``worker.store``). What it writes there
+goes through ``ctx.fence`` (``worker.fence``): ``check()`` before an append, ``promote()`` of what it
+assembled under ``scratch()``; the trainer does so by itself. A fence raises ``worker.fence.LeaseLost`` once
+the attempt's lease is gone: not a permanent error, the worker settles the job by the lease's state.
 
 Permanence: ``is_permanent(exc)`` is the one rule, used in-process (the worker loop) and under
 torchrun (the ranks' exit code, read back by the launcher). A permanent error fails the job at once;
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from contract.rundir import RunDir
 from contract.spans import DatasetRecord
 from contract.vocab import TokenizerMismatch
+from worker.fence import Fence, Unfenced
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -75,6 +79,7 @@ class JobContext:
     _report_progress: Callable[[dict[str, Any]], None] = field(repr=False)
     _log: Callable[[str, str, dict[str, Any] | None], None] = field(repr=False)
     _should_stop: Callable[[], bool] = field(repr=False)
+    fence: Fence = field(default_factory=Unfenced, repr=False)  # guards the files this attempt writes
 
     @property
     def run_dir(self) -> RunDir:
@@ -103,5 +108,6 @@ class JobContext:
         self._log(message, level, data)
 
     def should_stop(self) -> bool:
-        """True once the job must stop: cancel requested, worker shutting down, or lease lost."""
+        """True once the job must stop: cancel requested, worker shutting down, or lease lost (or past its
+        renew deadline)."""
         return self._should_stop()

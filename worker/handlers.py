@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from contract.job_config import DistillConfig, EvaluateConfig
+from contract.rundir import RunDir
 from worker.context import JobContext
+from worker.fence import discard
 from worker.launchers import launch
 
 Handler = Callable[[JobContext], dict[str, Any]]
@@ -64,14 +66,20 @@ def distill(ctx: JobContext) -> dict[str, Any]:
 
 @register("evaluate")
 def evaluate(ctx: JobContext) -> dict[str, Any]:
-    """Score a model on a split of the job's dataset; writes ``eval_report.json`` in ``ctx.out_dir``."""
+    """Score a model on a split of the job's dataset; writes ``eval_report.json`` in ``ctx.out_dir`` (assembled
+    in the attempt's scratch folder and promoted by its fence)."""
     records = ctx.dataset_records()
     config = _config(ctx, EvaluateConfig)
     from worker.training.evaluate import run_evaluation  # torch: imported only once a job runs
 
     ctx.log(f"evaluating {config.student_model} on the {config.split} split", data={"records": len(records)})
     ctx.report_progress({"step": 0, "total": 1, "phase": "evaluating"})
-    report = run_evaluation(config, records, ctx.out_dir)
+    scratch = ctx.fence.scratch(ctx.out_dir / "evaluate")
+    try:
+        report = run_evaluation(config, records, scratch)
+        ctx.fence.promote(RunDir(scratch).eval_report, ctx.run_dir.eval_report)
+    finally:
+        discard(scratch)
     ctx.report_progress({"step": 1, "total": 1, "phase": "done"})
     return {
         "status": "completed",

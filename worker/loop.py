@@ -13,13 +13,22 @@ lease. The job is then settled:
 - raised → retried with backoff, or ``failed`` with the traceback when no attempt is left
   (at once when ``worker.context.is_permanent`` says retrying cannot help: the same rule the
   torchrun ranks apply through their exit code);
-- lease lost meanwhile → nothing is written: the job is another worker's now.
+- lease lost meanwhile → nothing is written: the job is another worker's now; lease past its
+  renew deadline (this process paused, the database unreachable) → handed back, if the token still
+  holds it (a successor resumes from the checkpoint at once), else nothing.
+
+Fencing (``worker.fence``): the claim's ``lease_token`` goes with every write of the attempt (events,
+progress, the final state; refused by the database once the lease moved on), and the handler runs under
+the attempt's ``LeaseFence`` (``ctx.fence``, and ``worker.fence.current_fence()`` for the trainer), which
+guards its files. The worker advertises its GPUs and launchers (``worker.capabilities``) and claims only
+jobs that fit them.
 
 Options come from ``Settings`` (so from ``DISTILLERY_*`` variables): ``worker_lease_seconds``
 (``DISTILLERY_WORKER_LEASE_SECONDS``, 60), ``worker_poll_interval`` (``…_POLL_INTERVAL``, 5),
 ``worker_kinds`` (``…_KINDS``, comma-separated; default every kind with a handler),
-``worker_plugins`` (``…_PLUGINS``, see ``worker.handlers``) and ``worker_listen`` (``…_LISTEN``;
-false = poll only). Arguments of ``run_worker`` override them.
+``worker_plugins`` (``…_PLUGINS``, see ``worker.handlers``), ``worker_listen`` (``…_LISTEN``;
+false = poll only), ``worker_gpus`` and ``worker_launchers`` (``…_GPUS``, ``…_LAUNCHERS``: override what
+is advertised). Arguments of ``run_worker`` override them.
 
 The database is reached only through one ``worker.store.Store`` per worker (one engine), shared with
 the heartbeat threads and, through the ``JobContext``, with the handlers.
@@ -27,12 +36,10 @@ the heartbeat threads and, through the ``JobContext``, with the handlers.
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -45,10 +52,13 @@ from typing import Any, TypeVar
 import orjson
 
 from app.config import Settings
+from contract.rundir import RunDir
+from worker.capabilities import advertised
 from worker.context import JobContext, PermanentJobError, is_permanent
+from worker.fence import Lease, LeaseFence, use_fence
 from worker.handlers import HANDLERS, load_plugins
 from worker.heartbeat import Heartbeat
-from worker.store import ClaimedJob, DatabaseError, Store, is_connection_error
+from worker.store import Capabilities, ClaimedJob, DatabaseError, Store, is_connection_error
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +67,6 @@ T = TypeVar("T")
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def detect_devices() -> list[dict[str, Any]]:
-    """CUDA devices seen by torch; [] on a CPU-only machine (torch is not even imported there)."""
-    if "torch" not in sys.modules and not glob.glob("/dev/nvidia[0-9]*"):
-        return []
-    try:
-        import torch
-    except ImportError:
-        return []
-    if not torch.cuda.is_available():
-        return []
-    devices = []
-    for i in range(torch.cuda.device_count()):
-        props = torch.cuda.get_device_properties(i)
-        devices.append({"index": i, "name": props.name, "memory_gb": round(props.total_memory / 2**30, 1)})
-    return devices
 
 
 def _jsonable(value: Any) -> Any:
@@ -102,6 +95,8 @@ class Worker:
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
         self.stop = stop
+        self.advertised = advertised(settings)  # ValueError: a launcher name it does not know
+        self.can_run = Capabilities(gpus=self.advertised.gpus, launchers=self.advertised.launchers)
         self.store = Store(database_url, settings)
 
     def run(self, once: bool) -> int:
@@ -110,12 +105,14 @@ class Worker:
             listener.open()  # before the first claim, so no NOTIFY in between is missed
         try:
             self.store.prune_workers(max(3600.0, 10 * self.lease_seconds))
-            self.store.register_worker(self.id, host=socket.gethostname(), pid=os.getpid(), devices=detect_devices(),
-                                       kinds=self.kinds)
-            log.info("worker started", extra={"worker": self.id, "kinds": self.kinds})
+            self.store.register_worker(self.id, host=socket.gethostname(), pid=os.getpid(),
+                                       devices=self.advertised.devices, kinds=self.kinds,
+                                       launchers=self.advertised.launchers, lease_seconds=self.lease_seconds)
+            log.info("worker started", extra={"worker": self.id, "kinds": self.kinds, "gpus": self.advertised.gpus,
+                                              "launchers": list(self.advertised.launchers)})
             while not self.stop.is_set():
                 try:
-                    job = self.store.claim(self.id, self.lease_seconds, self.kinds)
+                    job = self.store.claim(self.id, self.lease_seconds, self.kinds, self.can_run)
                 except DatabaseError as exc:
                     if not is_connection_error(exc):
                         raise
@@ -151,14 +148,21 @@ class Worker:
         log.info("job started", extra=extra)
         out_dir = self.settings.job_dir(job_id)
         out_dir.mkdir(parents=True, exist_ok=True)
-        hb = Heartbeat(self.store, job_id, self.id, self.lease_seconds)
+        lease = Lease(job_id, self.id, job.lease_token, job.attempts, self.lease_seconds, acquired_at=job.claimed_at)
+        lease_file = RunDir(out_dir).lease_file(job.lease_token)
+        fence = LeaseFence(lease, partial(self.store.renew, job_id, self.id, job.lease_token, self.lease_seconds),
+                           lease_file=lease_file, verify_errors=(DatabaseError,))
+        for stale in lease_file.parent.glob("*.json"):  # what earlier attempts of the job left
+            stale.unlink(missing_ok=True)
+        hb = Heartbeat(self.store, lease, lease_file=lease_file)
         ctx = JobContext(
             job_id=job_id, kind=job.kind, config=dict(job.config), attempt=job.attempts,
             max_attempts=job.max_attempts, dataset_id=job.dataset_id, out_dir=out_dir, settings=self.job_settings,
             store=self.store,
-            _report_progress=partial(self._report_progress, hb),
-            _log=partial(self._log, job_id),
+            _report_progress=partial(self._report_progress, hb, job.attempts),
+            _log=partial(self._log, lease),
             _should_stop=lambda: self.stop.is_set() or hb.should_abort(),
+            fence=fence,
         )
         result: dict[str, Any] | None = None
         error: str | None = None
@@ -168,36 +172,43 @@ class Worker:
             handler = HANDLERS.get(job.kind)
             if handler is None:
                 raise PermanentJobError(f"this worker has no handler for job kind {job.kind!r}")
-            result = _jsonable(handler(ctx))
+            with use_fence(fence):
+                result = _jsonable(handler(ctx))
         except Exception as exc:
             error, permanent = traceback.format_exc(), is_permanent(exc)
         finally:
             hb.stop()
-        self._retrying(lambda: self._settle(job_id, hb, result, error, permanent))
+        self._retrying(lambda: self._settle(lease, hb, result, error, permanent))
         log.info("job settled", extra=extra)
 
     def _settle(
-        self, job_id: uuid.UUID, hb: Heartbeat, result: dict[str, Any] | None, error: str | None, permanent: bool
+        self, lease: Lease, hb: Heartbeat, result: dict[str, Any] | None, error: str | None, permanent: bool
     ) -> None:
+        job_id, token = lease.job_id, lease.token
         stopped = error is not None or (isinstance(result, dict) and result.get("status") == "stopped")
-        if hb.lease_lost:
-            self.store.add_event(job_id, "log", f"worker {self.id} lost its lease; its outcome was dropped",
-                                 level="warning")
+        extra = {"job_id": str(job_id), "worker": self.id, "attempt": lease.attempt}
+        if lease.lost:  # another attempt holds the job: anything written now would be refused anyway
+            log.warning("lease lost: the outcome of this attempt is dropped", extra=extra)
+            return
+        if not lease.held():  # the renew deadline passed: the attempt is over; hand the job back if still ours
+            done = self.store.release(job_id, self.id, token=token, reason="lease not renewed in time")
+            log.warning("lease not renewed in time: the outcome of this attempt is dropped; "
+                        + ("handed the job back" if done else "another worker holds it"), extra=extra)
             return
         if hb.cancel_requested and stopped:
-            done = self.store.finish(job_id, self.id, "cancelled", result=result, error=error)
+            done = self.store.finish(job_id, self.id, "cancelled", result=result, error=error, token=token)
         elif self.stop.is_set() and stopped:
-            done = self.store.release(job_id, self.id)
+            done = self.store.release(job_id, self.id, token=token)
         elif error is not None and permanent:
-            done = self.store.finish(job_id, self.id, "failed", error=error)
+            done = self.store.finish(job_id, self.id, "failed", error=error, token=token)
         elif error is not None:
-            done = self.store.fail_or_retry(job_id, self.id, error)
+            done = self.store.fail_or_retry(job_id, self.id, error, token=token)
         elif stopped:  # stopped early without being asked to: resume later elsewhere
-            done = self.store.release(job_id, self.id, reason="handler stopped early")
+            done = self.store.release(job_id, self.id, token=token, reason="handler stopped early")
         else:
-            done = self.store.finish(job_id, self.id, "succeeded", result=result)
+            done = self.store.finish(job_id, self.id, "succeeded", result=result, token=token)
         if not done:
-            log.warning("lease lost before the job was settled", extra={"job_id": str(job_id), "worker": self.id})
+            log.warning("lease lost before the job was settled", extra=extra)
 
     def _retrying(self, fn: Callable[[], T], tries: int = 3) -> T | None:
         """Settling must survive a short database outage; after that the lease expiry takes over."""
@@ -211,18 +222,22 @@ class Worker:
                 time.sleep(2**i)
         return None
 
-    def _report_progress(self, hb: Heartbeat, progress: dict[str, Any]) -> None:
+    def _report_progress(self, hb: Heartbeat, attempt: int, progress: dict[str, Any]) -> None:
         progress = _jsonable(progress)
         if "total" not in progress and "total_steps" in progress:
             progress["total"] = progress["total_steps"]
+        progress.setdefault("attempt", attempt)  # which attempt made this step (a retry resumes mid-run)
         hb.push_progress(progress)  # written by the heartbeat thread: a step never waits on the database
 
-    def _log(self, job_id: uuid.UUID, message: str, level: str, data: dict[str, Any] | None) -> None:
-        log.log(logging.getLevelName(level.upper()), message, extra={"job_id": str(job_id)})
+    def _log(self, lease: Lease, message: str, level: str, data: dict[str, Any] | None) -> None:
+        log.log(logging.getLevelName(level.upper()), message, extra={"job_id": str(lease.job_id)})
+        if not lease.held():  # the attempt is over: its lines stay in the worker's own log
+            return
         try:
-            self.store.add_event(job_id, "log", message, _jsonable(data) if data else None, level=level)
+            self.store.add_event(lease.job_id, "log", message, _jsonable(data) if data else None, level=level,
+                                 token=lease.token)
         except DatabaseError:
-            log.warning("could not store a job log line", extra={"job_id": str(job_id)})
+            log.warning("could not store a job log line", extra={"job_id": str(lease.job_id)})
 
 
 def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
@@ -270,14 +285,18 @@ def run_worker(
         log.error("no handler for job kinds %s (known: %s)", unknown or "(none given)", sorted(HANDLERS))
         return 2
     stop = stop_event or threading.Event()
+    try:
+        worker = Worker(
+            database_url, settings, worker_id=worker_id or new_worker_id(), kinds=kinds,
+            poll_interval=poll_interval or settings.worker_poll_interval,
+            lease_seconds=lease_seconds or settings.worker_lease_seconds,
+            stop=stop,
+        )
+    except ValueError as exc:  # DISTILLERY_WORKER_LAUNCHERS names a launcher that does not exist
+        log.error("%s", exc)
+        return 2
     in_main = threading.current_thread() is threading.main_thread()
     restore = _install_signal_handlers(stop) if in_main else None
-    worker = Worker(
-        database_url, settings, worker_id=worker_id or new_worker_id(), kinds=kinds,
-        poll_interval=poll_interval or settings.worker_poll_interval,
-        lease_seconds=lease_seconds or settings.worker_lease_seconds,
-        stop=stop,
-    )
     try:
         return worker.run(once)
     except Exception:

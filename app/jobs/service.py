@@ -40,7 +40,8 @@ def submit(session: Session, body: Any, settings: Settings, actor: str) -> Row[A
 
 
 def _invalid_transition(action: str, row: Row[Any]) -> Conflict:
-    return Conflict(f"Cannot {action} a job that is {row.status}.", code="invalid_transition", current_status=row.status)
+    return Conflict(f"Cannot {action} a job that is {row.status}.", code="invalid_transition",
+                    current_status=row.status)
 
 
 def cancel(session: Session, job_id: uuid.UUID) -> Row[Any]:

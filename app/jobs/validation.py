@@ -172,6 +172,14 @@ def validate_submission(session: Session, body: Any, settings: Settings) -> Vali
     needs_kl = isinstance(config, EvaluateConfig) or config.loss.teacher_signal == "online"
     if teacher is not None and needs_kl:
         check_tokenizers(student, teacher, prefix)
+    # A local model whose logit transform the worker's losses do not know (contract.architectures, torch-free).
+    from contract.architectures import unsupported_architecture
+
+    for name, ref in (("student_model", student), ("teacher_model", teacher if needs_kl else None)):
+        problem = unsupported_architecture(ref) if ref is not None and Path(ref).is_absolute() else None
+        if problem:
+            raise ValidationFailed(f"{name}: {problem}", code="unsupported_architecture", errors=[
+                {"field": field_path((name,), prefix), "code": "unsupported_architecture", "message": problem}])
     check_dataset(session, envelope.dataset_id, envelope.kind, config)
     stored = config.model_dump(mode="json")
     stored["student_model"], stored["teacher_model"] = student, teacher

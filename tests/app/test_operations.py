@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 
 from tests.app.payloads import openai
 from tests.conftest import ADMIN_KEY

@@ -110,23 +110,27 @@ def test_a_distill_job_that_cannot_run_here_is_retried_then_failed(committed, da
                                                                    jobs_settings) -> None:
     client = committed
     dataset = make_dataset(client, 3)
-    # More GPUs than any worker here has: another worker of a fleet might, so this is not permanent.
+    # A worker advertising what it has never claims it; one advertising 64 GPUs does, finds too few, and fails
+    # the attempt (retryable: another worker of the fleet might really have them).
     spec = distill_spec(dataset["id"], max_attempts=2, resources={"device": "cuda", "gpus": 64})
     job_id = client.post("/v1/jobs", json=spec).json()["id"]
     assert run_worker(database_url, jobs_settings, once=True, kinds=["distill"]) == 0
+    assert client.get(f"/v1/jobs/{job_id}").json()["attempts"] == 0  # not claimed
+    boastful = jobs_settings.model_copy(update={"worker_gpus": 64})
+    assert run_worker(database_url, boastful, once=True, kinds=["distill"]) == 0
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert (job["status"], job["attempts"]) == ("queued", 1)  # backing off before attempt 2
     assert "Traceback" in job["error"] and "the job asks for 64 GPUs" in job["error"]
-    assert run_worker(database_url, jobs_settings, once=True, kinds=["distill"]) == 0
+    assert run_worker(database_url, boastful, once=True, kinds=["distill"]) == 0
     assert client.get(f"/v1/jobs/{job_id}").json()["attempts"] == 1  # not due yet: nothing ran
     with database.engine.begin() as conn:
         conn.execute(text("UPDATE jobs SET run_after = now() WHERE id = :id"), {"id": uuid.UUID(job_id)})
-    assert run_worker(database_url, jobs_settings, once=True, kinds=["distill"]) == 0
+    assert run_worker(database_url, boastful, once=True, kinds=["distill"]) == 0
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert (job["status"], job["attempts"]) == ("failed", 2) and "Traceback" in job["error"]
     with database.engine.begin() as conn:
         conn.execute(text("UPDATE jobs SET run_after = now() WHERE id = :id"), {"id": uuid.UUID(job_id)})
-    assert run_worker(database_url, jobs_settings, once=True, kinds=["distill"]) == 0
+    assert run_worker(database_url, boastful, once=True, kinds=["distill"]) == 0
     assert client.get(f"/v1/jobs/{job_id}").json()["attempts"] == 2  # never a third run
     states = [e["message"] for e in client.get(f"/v1/jobs/{job_id}/events", params={"kind": "state"}).json()["items"]]
     assert "attempt 1 failed; retry in 2s" in states and states[-1] == "failed"

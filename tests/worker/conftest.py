@@ -2,13 +2,15 @@
 
 `tiny_model_dir` has no chat template (the renderer's plain template applies), `chatml_model_dir`
 uses CHATML_TEMPLATE, `padded_teacher_dir` has the same tokenizer as `tiny_model_dir` but an
-embedding matrix with 8 extra rows (like Qwen2.5 7B vs 0.5B).
+embedding matrix with 8 extra rows (like Qwen2.5 7B vs 0.5B). `plain_tok` / `chatml_tok` are their
+tokenizers, and `tok` runs a test once with each.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +60,25 @@ def padded_teacher_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir:
         tmp_path_factory.mktemp("tiny-teacher"), TINY_CORPUS, hidden_size=96, num_heads=4, seed=1,
         embedding_rows=n + 8,
     )
+
+
+@pytest.fixture(scope="session")
+def plain_tok(tiny_model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def chatml_tok(chatml_model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(chatml_model_dir)
+
+
+@pytest.fixture(params=["plain", "chatml"])
+def tok(request: pytest.FixtureRequest, plain_tok: Any, chatml_tok: Any) -> Any:
+    return plain_tok if request.param == "plain" else chatml_tok
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -2,7 +2,8 @@
 
 Test handlers (kinds ``test_*``) are registered in-process by a fixture, and in ``python -m
 worker`` subprocesses through ``DISTILLERY_WORKER_PLUGINS`` pointing at ``install_test_handlers``.
-``test_count`` is a resumable job: it counts steps, checkpointing each one in its out_dir.
+``test_count`` is a resumable job: it counts steps, checkpointing each one in its out_dir through the
+attempt's fence (like the trainer does), so a lost lease stops it at its next step.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import OperationalError
 
 from app.jobs import queue
 from app.models import Job, JobEvent
 from worker.context import JobContext
 from worker.handlers import HANDLERS
 from worker.loop import run_worker, start_background_worker
+from worker.store import LeaseWriter, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_KINDS = ("test_noop", "test_fail", "test_count")
@@ -49,9 +52,9 @@ def _count(ctx: JobContext) -> dict[str, Any]:
         if ctx.should_stop():
             return {"status": "stopped", "step": step}
         time.sleep(step_s)
-        partial = checkpoint.with_suffix(".tmp")  # atomic, like real checkpoints: kill -9 may land mid-write
-        partial.write_text(json.dumps({"step": step + 1}))
-        partial.replace(checkpoint)
+        partial = ctx.fence.scratch(checkpoint)  # atomic, like real checkpoints: kill -9 may land mid-write
+        partial.write_text(json.dumps({"step": step + 1, "attempt": ctx.attempt}))
+        ctx.fence.promote(partial, checkpoint)
         ctx.report_progress({"step": step + 1, "total": steps})
     return {"status": "completed", "steps": steps, "resumed_from": start, "attempt": ctx.attempt}
 
@@ -171,6 +174,64 @@ def test_cancel_stops_a_running_job(engine: Engine, database_url: str, settings,
         stop()
     row = _job(engine, job_id)
     assert row.result["status"] == "stopped" and 0 < row.result["step"] < 10_000
+
+
+def _worker_job(engine: Engine, worker_id: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT current_job_id FROM workers WHERE id = :w"), {"w": worker_id}).one()[0]
+
+
+def test_a_worker_whose_lease_is_taken_over_stops_and_writes_nothing_more(engine: Engine, database_url: str,  # type: ignore[no-untyped-def]
+                                                                          settings) -> None:
+    job_id = _enqueue(engine, "test_count", {"steps": 10_000, "step_s": 0.02})
+    stop = start_background_worker(database_url, settings, kinds=["test_count"], poll_interval=0.2,
+                                   worker_id="w-stale")
+    checkpoint = settings.data_dir / "jobs" / str(job_id) / "checkpoint.json"
+    try:
+        _wait_for("progress", lambda: _progress_step(engine, job_id) >= 3)
+        with engine.begin() as conn:  # its lease "expires" and another worker takes the job, in one transaction
+            conn.execute(text("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = :id"),
+                         {"id": job_id})
+            thief = queue.claim(conn, "w-thief", 60, ["test_count"])
+        assert thief is not None and thief.id == job_id
+        with engine.connect() as conn:
+            taken_at = conn.execute(select(func.max(JobEvent.id))).scalar()
+        # The stale attempt's next write is refused (its next step's checkpoint promotion, its next progress
+        # write): it stops by itself, at once, and its worker is free again.
+        _wait_for("the stale attempt to stop", lambda: _worker_job(engine, "w-stale") is None, timeout=10)
+        seen = checkpoint.read_text()
+        time.sleep(0.3)
+        assert checkpoint.read_text() == seen  # nothing more from the stale attempt
+    finally:
+        stop()
+    row = _job(engine, job_id)
+    assert (row.status, row.attempts, row.lease_owner, row.lease_token) == ("running", 2, "w-thief", thief.lease_token)
+    assert row.result is None and row.error is None
+    with engine.connect() as conn:
+        after = conn.execute(select(JobEvent.kind, JobEvent.message).where(JobEvent.job_id == job_id,
+                                                                           JobEvent.id > taken_at)).all()
+    assert after == []  # no progress, log or state event from the stale attempt
+    assert json.loads(seen)["attempt"] == 1
+
+
+def test_a_lease_that_cannot_be_renewed_in_time_stops_the_job_and_hands_it_back(  # type: ignore[no-untyped-def]
+        engine: Engine, database_url: str, settings, monkeypatch) -> None:
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("UPDATE jobs", {}, Exception("server closed the connection unexpectedly"))
+
+    # Renewals fail (the heartbeat's connection and the fence's); the rest of the database still answers.
+    monkeypatch.setattr(LeaseWriter, "write", unreachable)
+    monkeypatch.setattr(Store, "renew", unreachable)
+    job_id = _enqueue(engine, "test_count", {"steps": 10_000, "step_s": 0.02})
+    assert run_worker(database_url, settings, once=True, kinds=["test_count"], lease_seconds=1.5,
+                      worker_id="w-cut") == 0
+    row = _job(engine, job_id)
+    # Stopped at its renew deadline (5/6 of the lease), while the token still held the job: handed back with
+    # the attempt given back, so a successor resumes from the checkpoint at once.
+    assert (row.status, row.attempts, row.lease_owner, row.lease_token) == ("queued", 0, None, None)
+    assert _events(engine, job_id, "state")[-1].message == "handed back: lease not renewed in time"
+    saved = json.loads((settings.data_dir / "jobs" / str(job_id) / "checkpoint.json").read_text())
+    assert 0 < saved["step"] < 10_000
 
 
 def _spawn_worker(database_url: str, settings, log: Path) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]

@@ -128,6 +128,63 @@ def test_expired_lease_is_reclaimed_and_old_owner_is_refused(engine: Engine) -> 
     assert row.finished_at is not None and row.lease_expires_at is None
 
 
+def _events_of(engine: Engine, job_id: uuid.UUID) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        return [(r.kind, r.message) for r in conn.execute(select(JobEvent.kind, JobEvent.message)
+                                                          .where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
+
+
+def test_each_claim_issues_a_fresh_token_and_a_stale_attempt_is_refused_everywhere(engine: Engine) -> None:
+    # The same worker claims the job twice (its first attempt's lease expired meanwhile): the owner check
+    # alone would let attempt 1's writes through; the token refuses every one of them.
+    job_id = _enqueue(engine)
+    first = _claim(engine, "w1")
+    _expire(engine, job_id)
+    second = _claim(engine, "w1")
+    assert (second.attempts, second.lease_owner) == (2, "w1")
+    assert first.lease_token is not None and second.lease_token not in (None, first.lease_token)
+    stale, current = first.lease_token, second.lease_token
+    before = _events_of(engine, job_id)
+    with engine.begin() as conn:
+        assert not queue.heartbeat(conn, job_id, "w1", 600, progress={"step": 99}, token=stale).ok
+        assert not queue.set_progress(conn, job_id, "w1", [{"step": 99}], token=stale).ok
+        assert queue.add_event(conn, job_id, "log", "from attempt 1", token=stale) is False
+        assert queue.finish(conn, job_id, "w1", "succeeded", result={"attempt": 1}, token=stale) is False
+        assert queue.fail_or_retry(conn, job_id, "w1", "boom", token=stale) is None
+        assert queue.release(conn, job_id, "w1", token=stale) is None
+    row = _job(engine, job_id)
+    assert (row.status, row.attempts, row.lease_token, row.progress, row.result) == ("running", 2, current, None, None)
+    assert _events_of(engine, job_id) == before  # not one event from the stale attempt
+    with engine.begin() as conn:
+        assert queue.heartbeat(conn, job_id, "w1", 600, token=current).ok
+        assert queue.set_progress(conn, job_id, "w1", [{"step": 1}], token=current).ok
+        assert queue.add_event(conn, job_id, "log", "from attempt 2", token=current) is True
+        assert queue.heartbeat(conn, job_id, "w2", 600, token=current).ok is False  # owner and token both count
+        assert queue.finish(conn, job_id, "w1", "succeeded", result={"attempt": 2}, token=current)
+        assert queue.add_event(conn, job_id, "log", "after the end", token=current) is False
+    assert _job(engine, job_id).result == {"attempt": 2}
+    assert _events_of(engine, job_id)[len(before):] == [("progress", "progress"), ("log", "from attempt 2"),
+                                                         ("state", "succeeded")]
+
+
+def test_a_job_handed_back_is_claimed_under_a_new_token(engine: Engine) -> None:
+    job_id = _enqueue(engine, max_attempts=3)
+    first = _claim(engine, "w1")
+    with engine.begin() as conn:
+        assert queue.release(conn, job_id, "w1", token=first.lease_token) == "queued"
+    assert _job(engine, job_id).lease_token is None
+    second = _claim(engine, "w1")
+    with engine.begin() as conn:
+        assert queue.fail_or_retry(conn, job_id, "w1", "boom", token=second.lease_token) == "queued"
+        assert queue.heartbeat(conn, job_id, "w1", 60, token=second.lease_token).ok is False
+        conn.execute(text("UPDATE jobs SET run_after = now() WHERE id = :id"), {"id": job_id})
+    third = _claim(engine, "w1")
+    assert len({first.lease_token, second.lease_token, third.lease_token}) == 3
+    with engine.begin() as conn:  # attempt 2's late outcome cannot settle attempt 3's run
+        assert queue.finish(conn, job_id, "w1", "failed", error="late", token=second.lease_token) is False
+        assert queue.finish(conn, job_id, "w1", "succeeded", token=third.lease_token)
+
+
 def test_expired_lease_on_last_attempt_fails_instead_of_running(engine: Engine) -> None:
     job_id = _enqueue(engine, max_attempts=2)
     _claim(engine, "w1")

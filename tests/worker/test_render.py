@@ -1,8 +1,7 @@
-"""Rendering + span masks: every input shape, the majority rule, end-of-turn, truncation, collate."""
+"""Rendering + span masks: every input shape, the majority rule, end-of-turn, collate (truncation: test_truncation)."""
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from tests.worker.render_helpers import KIND, call, eot_token, kind_text, long_trajectory, msg, traj
 from worker.training.render import (
     ACTION,
     NONE,
@@ -19,58 +19,9 @@ from worker.training.render import (
     RenderedExample,
     RenderError,
     collate,
+    render_examples,
     render_trajectory,
 )
-
-KIND = {"reason": REASON, "action": ACTION, "observation": NONE}
-
-
-def msg(role: str, *parts: tuple[str | None, str], **extra: Any) -> dict[str, Any]:
-    """A message from (kind, text) parts; kind None = uncovered context. Spans kept under '_spans'."""
-    text, spans, pos = "", [], 0
-    for kind, piece in parts:
-        if kind is not None:
-            spans.append({"start": pos, "end": pos + len(piece), "kind": kind})
-        text += piece
-        pos += len(piece)
-    return {"role": role, "text": text, "_spans": spans, **extra}
-
-
-def traj(*messages: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    out, spans = [], []
-    for i, m in enumerate(messages):
-        spans += [{"message": i, **s} for s in m["_spans"]]
-        out.append({k: v for k, v in m.items() if k != "_spans"})
-    return out, spans
-
-
-def call(name: str, arguments: Any) -> str:
-    body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
-    return "<tool_call>\n" + body + "\n</tool_call>"
-
-
-@pytest.fixture(scope="module")
-def plain_tok(tiny_model_dir: Path) -> Any:
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def chatml_tok(chatml_model_dir: Path) -> Any:
-    return AutoTokenizer.from_pretrained(chatml_model_dir)
-
-
-@pytest.fixture(params=["plain", "chatml"])
-def tok(request: pytest.FixtureRequest, plain_tok: Any, chatml_tok: Any) -> Any:
-    return plain_tok if request.param == "plain" else chatml_tok
-
-
-def kind_text(tok: Any, ex: RenderedExample, kind: int) -> str:
-    return tok.decode([i for i, k in zip(ex.input_ids, ex.kinds, strict=True) if k == kind])
-
-
-def eot_token(tok: Any) -> str:
-    return "<|im_end|>" if tok.chat_template else tok.eos_token
-
 
 # ---- a slow, independent reference of the mask rules -------------------------------------------
 
@@ -310,12 +261,26 @@ def test_emoji_majority_counts_characters_not_bytes(plain_tok: Any) -> None:
     assert kind_text(plain_tok, ex, ACTION) == "🙂 done" + plain_tok.eos_token
 
 
-def test_template_that_rewrites_content_is_refused(tiny_model_dir: Path) -> None:
+def test_template_that_rewrites_a_trained_turn_trains_it_as_the_model_sees_it(tiny_model_dir: Path) -> None:
+    # A template that upper-cases content: the assistant text never appears in the full render, so the turn
+    # is trained in an example of its own: the template's prompt for it, then its own text and end of turn.
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.chat_template = "{% for m in messages %}<|im_start|>{{ m['content'] | upper }}<|im_end|>{% endfor %}"
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['content'] | upper }}<|im_end|>{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>{% endif %}")
     messages, spans = traj(msg("user", (None, "hi")), msg("assistant", ("action", "lower case")))
-    with pytest.raises(RenderError, match="not found verbatim"):
-        render_trajectory(messages, spans, tok, max_seq_len=512)
+    result = render_examples(messages, spans, tok, max_seq_len=512, example_id="r")
+    (ex,) = result.examples
+    assert result.stats.split_turns == 1 and ex.turn == 1 and ex.id == "r#1"
+    assert tok.decode(ex.input_ids) == "<|im_start|>HI<|im_end|><|im_start|>lower case<|im_end|>"
+    assert kind_text(tok, ex, ACTION) == "lower case<|im_end|>"
+
+
+def test_template_that_fails_is_refused(tiny_model_dir: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = "{{ raise_exception('only user turns') }}"
+    messages, spans = traj(msg("user", (None, "hi")), msg("assistant", ("action", "hello")))
+    with pytest.raises(RenderError, match="only user turns"):
+        render_examples(messages, spans, tok, max_seq_len=512)
 
 
 def test_template_without_end_marker_has_no_end_of_turn(tiny_model_dir: Path) -> None:
@@ -351,60 +316,6 @@ def test_invalid_spans_are_refused(plain_tok: Any) -> None:
     for spans in bad:
         with pytest.raises(RenderError):
             render_trajectory(messages, spans, plain_tok, max_seq_len=512)
-
-
-# ---- truncation ---------------------------------------------------------------------------------
-
-
-def long_trajectory(steps: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    turns = [msg("system", (None, "You are a helpful agent.")), msg("user", (None, "Find the population."))]
-    for i in range(steps):
-        turns.append(msg("assistant", ("reason", f"Thought: step {i} needs a search.\n"),
-                         ("action", call("search", {"query": f"Paris population {i}"}))))
-        turns.append(msg("tool", ("observation", f"Observation: result {i} is {i * 1000} people.")))
-    turns.append(msg("assistant", ("action", "Final Answer: 2.1 million")))
-    return traj(*turns)
-
-
-def test_truncation_drops_whole_trailing_steps(tok: Any) -> None:
-    messages, spans = long_trajectory(6)
-    full = render_trajectory(messages, spans, tok, max_seq_len=100_000)
-    assert full is not None
-    limit = len(full.input_ids) // 2
-    ex = render_trajectory(messages, spans, tok, max_seq_len=limit)
-    assert ex is not None and ex.truncated and len(ex.input_ids) <= limit
-    # the kept sequence is an exact prefix of the full render that ends on an end-of-turn token
-    assert ex.input_ids == full.input_ids[: len(ex.input_ids)]
-    assert ex.kinds == full.kinds[: len(ex.kinds)]
-    assert ex.input_ids[-1] == tok.convert_tokens_to_ids(eot_token(tok)) or (
-        ex.input_ids[-2] == tok.convert_tokens_to_ids(eot_token(tok))
-    )
-    action = kind_text(tok, ex, ACTION)
-    kept = [i for i in range(6) if f"Paris population {i}" in action]
-    assert kept == list(range(len(kept))) and 0 < len(kept) < 6
-    for i in kept:  # whole spans only
-        assert call("search", {"query": f"Paris population {i}"}) in action
-        assert f"Thought: step {i} needs a search.\n" in kind_text(tok, ex, REASON)
-    assert "Final Answer" not in action
-
-
-def test_truncation_drops_leading_context_when_the_first_step_does_not_fit(tok: Any) -> None:
-    huge = "Find the population. " + "It is a long story. " * 120
-    messages, spans = traj(
-        msg("system", (None, "You are a helpful agent.")),
-        msg("user", (None, huge)),
-        msg("assistant", ("action", "Final Answer: 2.1 million")),
-    )
-    ex = render_trajectory(messages, spans, tok, max_seq_len=64)
-    assert ex is not None and ex.truncated and len(ex.input_ids) <= 64
-    text = tok.decode(ex.input_ids)
-    assert "You are a helpful agent." in text and "long story" not in text
-    assert kind_text(tok, ex, ACTION) == "Final Answer: 2.1 million" + eot_token(tok)
-
-
-def test_truncation_returns_none_when_no_span_fits_whole(tok: Any) -> None:
-    messages, spans = traj(msg("user", (None, "q")), msg("assistant", ("action", "word " * 200)))
-    assert render_trajectory(messages, spans, tok, max_seq_len=32) is None
 
 
 def test_decoded_action_tokens_contain_the_action_texts(tok: Any) -> None:

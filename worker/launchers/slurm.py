@@ -23,6 +23,11 @@ steps get ``scancel --signal=TERM``: the ranks agree on a step, checkpoint and e
 (torchrun waits ``STOP_GRACE_S`` for them, ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT``), then a full ``scancel``.
 Jobs go in ``--no-requeue``: retries follow the queue's rules (attempts, backoff, fencing), not Slurm's.
 
+Fencing: the worker's own writes go through the attempt's fence (``worker.fence``), and a successor attempt
+cancels what an earlier one left in Slurm and waits for it to leave the queue before it submits (step 1), so
+two allocations never train one job at once. The ranks are not given the lease file (``FileFence``, as under
+torchrun): on a shared filesystem a rank may read a cached copy of it and stop a healthy job.
+
 Why this file is long: the Slurm commands, the batch script and the follower change together.
 """
 
@@ -343,8 +348,9 @@ class _Follower:
         while True:
             now = time.monotonic()
             if now >= next_beat:
-                with contextlib.suppress(OSError):
-                    self.beat.touch()
+                if self.ctx.fence.held():  # a worker whose lease moved on stops vouching for the allocation
+                    with contextlib.suppress(OSError):
+                        self.beat.touch()
                 next_beat = now + BEAT_S
             for row in self.tail.read():
                 self.ctx.report_progress(row)
@@ -395,7 +401,7 @@ def run_slurm(ctx: JobContext, config: DistillConfig, records: list[DatasetRecor
     name = job_name(ctx.job_id)
     _cancel_leftovers(ctx, slurm, name)
     (run.root / SLURM_DIR).mkdir(parents=True, exist_ok=True)
-    write_inputs(run, config, records)
+    write_inputs(run, config, records, ctx.fence)
     checkpoints = list_checkpoints(run.root)
     resume_step = checkpoints[-1][0] if checkpoints else 0
     trim_metrics(run.metrics, resume_step)  # what the ranks will do: rows past the checkpoint are recomputed

@@ -20,6 +20,9 @@ goes to the ranks themselves: they agree on a step, rank 0 writes a checkpoint, 
 ``ExitCode.STOPPED``; the launcher returns a "stopped" result, and a later run resumes from the
 checkpoint. If the worker process itself dies, torchrun gets SIGTERM from the kernel (PR_SET_PDEATHSIG)
 and takes its ranks down, so a job whose lease expires is never trained by two process groups at once.
+If it is paused instead (SIGSTOP, a frozen VM), its ranks run on: they write through the attempt's
+lease file (``worker.fence.FileFence``, ``DISTILLERY_LEASE_FILE``), which stops passing at the lease's
+renew deadline, so rank 0 fails its next write, and its torchrun ends, before a successor can claim the job.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from contract.rundir import ExitCode, RunDir, TrainResult
 from worker.context import JobContext, PermanentJobError
+from worker.fence import Fence
 
 if TYPE_CHECKING:
     from contract.job_config import DistillConfig
@@ -94,12 +98,14 @@ def _check_gpus(config: DistillConfig) -> None:
 
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if (config.resources.device == "cuda" or visible) and visible < nproc:
-        # Retryable: another worker of the fleet may have the GPUs (there is no GPU-aware claim yet).
+        # Claims are GPU-aware, so only a worker advertising more than it has (DISTILLERY_WORKER_GPUS) gets
+        # here. Retryable: another worker of the fleet may have the GPUs.
         raise RuntimeError(f"the job asks for {nproc} GPUs; this worker sees {visible}")
 
 
-def write_inputs(run: RunDir, config: DistillConfig, records: list[DatasetRecord]) -> None:
+def write_inputs(run: RunDir, config: DistillConfig, records: list[DatasetRecord], fence: Fence) -> None:
     """The config and the records the ranks read, in the run directory (shared by the Slurm launcher)."""
+    fence.check()
     run.inputs.mkdir(parents=True, exist_ok=True)
     run.input_config.write_text(config.model_dump_json(indent=2))
     with run.input_data.open("w", encoding="utf-8") as fh:
@@ -143,8 +149,9 @@ class _Output:
     def _read_stderr(self, stream: IO[str]) -> None:
         with self.ctx.run_dir.train_log.open("a", encoding="utf-8") as log:
             for line in stream:
-                log.write(line)
-                log.flush()
+                if self.ctx.fence.held():  # an attempt whose lease moved on keeps its ranks' last words to itself
+                    log.write(line)
+                    log.flush()
                 self.tail.append(line.rstrip("\n"))
 
     def join(self) -> None:
@@ -174,13 +181,14 @@ def run_torchrun(ctx: JobContext, config: DistillConfig, records: list[DatasetRe
     """Train under torchrun; the ranks' result, or a "stopped" one when they were stopped."""
     nproc = config.resources.gpus
     _check_gpus(config)
-    write_inputs(ctx.run_dir, config, records)
+    write_inputs(ctx.run_dir, config, records, ctx.fence)
     run = ctx.run_dir
     cmd = torchrun_command(ctx.settings.worker_torchrun, nproc, [
         "--config", str(run.input_config), "--data", str(run.input_data), "--out", str(ctx.out_dir),
         "--job-id", str(ctx.job_id),
     ])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")])),
+           **ctx.fence.rank_env()}  # the ranks' fence: the lease file the worker keeps fresh
     ctx.log(f"launching {nproc} processes under torchrun", data={"command": cmd})
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=env,
                             preexec_fn=_die_with_parent)  # the hook only calls prctl: safe beside threads

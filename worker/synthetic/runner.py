@@ -15,7 +15,8 @@ step and returns the next assistant text; the runner parses it:
 Success means the final answer equals the problem's answer numerically (|a - b| ≤ 1e-6; the last
 number in the answer text counts). `hf_generate_fn` turns a transformers model + tokenizer into a
 `generate` that renders the prompt the way `worker.training.render` renders training text and
-decodes greedily to the end-of-turn token; `evaluate_agent` scores a list of problems.
+decodes greedily to the end-of-turn token (the one training derives from the chat template);
+`evaluate_agent` scores a list of problems.
 """
 
 from __future__ import annotations
@@ -216,33 +217,30 @@ def replay_generate(texts: Sequence[str]) -> Generate:
 def render_prompt(messages: Sequence[Message], tokenizer: Any, *, tools: Any = None) -> str:
     """The prompt string for the next assistant turn, rendered as `worker.training.render` renders.
 
-    With a chat template: the template over `{role, content: text}` with the generation prompt.
-    Without: the plain template of `render.PLAIN_TEMPLATE_DOC`, ending in the assistant header.
+    With a chat template: the template over the messages as training passes them (`template.template_messages`)
+    with the generation prompt. Without: the plain template of `render.PLAIN_TEMPLATE_DOC`, ending in the
+    assistant header.
     """
-    if getattr(tokenizer, "chat_template", None):
-        conv = [{"role": m["role"], "content": m["text"]} for m in messages]
-        out = tokenizer.apply_chat_template(
-            conv, tools=tools or None, add_generation_prompt=True, tokenize=False
-        )
-        return out if isinstance(out, str) else str(out)
-    eos = tokenizer.eos_token or ""
-    parts = [tokenizer.bos_token or ""]
-    if tools:
-        parts.append("<|tools|>\n" + json.dumps(tools, ensure_ascii=False) + "\n")
-    for m in messages:
-        parts.append("<|" + m["role"] + "|>\n" + m["text"] + (eos if m["role"] == "assistant" else "") + "\n")
-    parts.append("<|assistant|>\n")
-    return "".join(parts)
+    from worker.training.template import generation_prompt
+
+    return generation_prompt(messages, tokenizer, tools)[0]
 
 
 def end_of_turn_ids(tokenizer: Any) -> list[int]:
-    """Token ids that end an assistant turn: eos and, when the vocabulary has it, `<|im_end|>`."""
+    """Token ids that end an assistant turn: eos, the special tokens of the end of turn training derives from the
+    chat template (`template.template_info`), and `<|im_end|>` when the vocabulary has it."""
+    from worker.training.template import template_info
+
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     vocab = tokenizer.get_vocab()
     if "<|im_end|>" in vocab:
         ids.append(vocab["<|im_end|>"])
+    if getattr(tokenizer, "chat_template", None):
+        info = template_info(tokenizer)
+        if info.eot_text and info.specials is not None:
+            ids += [vocab[m.group()] for m in info.specials.finditer(info.eot_text) if m.group() in vocab]
     if not ids:
-        raise ValueError("the tokenizer has no end-of-turn token (eos or <|im_end|>)")
+        raise ValueError("the tokenizer has no end-of-turn token (eos, or a special its chat template ends turns with)")
     return sorted(set(ids))
 
 

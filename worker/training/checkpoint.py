@@ -9,22 +9,28 @@ A checkpoint is a directory `RunDir.checkpoint(step)` (`checkpoints/step-{N:08d}
     sampler.json        curriculum sampler state
     meta.json           {job_id, config, dataset_hash, code_version, step, world_size, total_steps, complete: true}
 
-It is assembled in a hidden temporary directory, `meta.json` is written last, and the directory is renamed
-into place, so a crash never leaves a half-written `step-*` directory; `contract.rundir.list_checkpoints`
-also insists on `complete: true`. Only the newest `keep` checkpoints are kept. Every file loads with
-`weights_only=True`. `check_resumable` refuses (``BadJobInput``) a checkpoint of other records or of a
+It is assembled in a hidden directory of its own attempt (`checkpoints/.tmp-step-N-<attempt>`), `meta.json` is
+written last, and the directory is promoted into place by the attempt's fence (`worker.fence`): an atomic rename
+right after a verified check that the attempt still holds the job's lease, so a crash never leaves a half-written
+`step-*` directory and an attempt whose lease moved on never publishes one (its meta records the attempt and lease
+token). `contract.rundir.list_checkpoints` also insists on `complete: true`. Only the newest `keep` checkpoints are
+kept. Every file loads with
+`weights_only=True`. The run's other files go through the same fence: metric lines (`append_row`, `trim_rows`)
+after a check, reports (`write_json`) and the final model (`promoted`) assembled aside and promoted.
+`check_resumable` refuses (``BadJobInput``) a checkpoint of other records or of a
 config that changed in what the saved state depends on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +39,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from contract.job_config import DistillConfig
-from contract.rundir import RunDir, list_checkpoints
+from contract.rundir import RunDir, append_metrics, list_checkpoints, trim_metrics
 from worker.context import BadJobInput
+from worker.fence import Fence, current_fence, discard
 
 # Config fields that must match for a checkpoint to be resumed (the rest, e.g. max_steps, may change).
 RESUME_KEYS = ("student_model", "teacher_model", "loss", "curriculum")
@@ -153,12 +160,16 @@ def save_checkpoint(
     sampler_state: dict[str, Any],
     meta: dict[str, Any],
     keep: int,
+    fence: Fence | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically and prune older ones; returns its directory."""
+    """Write checkpoint `step` and promote it atomically (``worker.fence.LeaseLost`` when the attempt's lease
+    is gone: nothing is published), then prune older ones; returns its directory."""
+    fence = fence or current_fence()
+    fence.check()  # a lost lease costs no write at all
     final = RunDir(Path(out_dir)).checkpoint(step)
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    tmp = root / f".tmp-{final.name}-{fence.label}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -168,16 +179,55 @@ def save_checkpoint(
     torch.save(weighting.state_dict(), tmp / "weighting.pt")
     torch.save(capture_rng_state(), tmp / "rng.pt")
     (tmp / "sampler.json").write_text(json.dumps(sampler_state))
-    meta = {**meta, "step": step, "complete": True}
+    meta = {**meta, **fence.stamp(), "step": step, "complete": True}
     with open(tmp / "meta.json", "w") as fh:  # written last: its presence marks a finished directory
         json.dump(meta, fh, indent=2, default=str)
         fh.flush()
         os.fsync(fh.fileno())
-    if final.exists():  # re-saving the same step (e.g. stop right after a periodic save)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    prune_checkpoints(out_dir, keep)
+    fence.promote(tmp, final)  # replaces a re-saved step (e.g. stop right after a periodic save)
+    prune_checkpoints(out_dir, keep, own=fence.label)
     return final
+
+
+# -- the run's other files, behind the same fence ----------------------------------------------------------
+
+
+def check_lease(fence: Fence | None = None) -> None:
+    """``worker.fence.LeaseLost`` unless the attempt still holds the lease (before a write that is not promoted)."""
+    (fence or current_fence()).check()
+
+
+def append_row(path: Path, row: dict[str, Any], fence: Fence | None = None) -> None:
+    """One line of ``metrics.jsonl``, once the fence passes."""
+    check_lease(fence)
+    append_metrics(path, row)
+
+
+def trim_rows(path: Path, last_step: int, fence: Fence | None = None) -> None:
+    """``contract.rundir.trim_metrics`` (a resumed run drops the lines after its checkpoint), fenced."""
+    check_lease(fence)
+    trim_metrics(path, last_step)
+
+
+@contextlib.contextmanager
+def promoted(dst: Path, fence: Fence | None = None) -> Iterator[Path]:
+    """A hidden scratch path to write ``dst`` (file or directory) into; promoted by the fence when the block
+    ends without error, removed when it raises."""
+    fence = fence or current_fence()
+    fence.check()
+    scratch = fence.scratch(dst)
+    try:
+        yield scratch
+    except BaseException:
+        discard(scratch)
+        raise
+    fence.promote(scratch, dst)
+
+
+def write_json(path: Path, data: Any, fence: Fence | None = None) -> None:
+    """A report (``eval_before.json``, ``eval_report.json``), written whole and promoted."""
+    with promoted(path, fence) as scratch:
+        scratch.write_text(json.dumps(data, indent=2))
 
 
 def find_latest_checkpoint(out_dir: Path) -> Path | None:
@@ -185,12 +235,13 @@ def find_latest_checkpoint(out_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def prune_checkpoints(out_dir: Path, keep: int) -> None:
+def prune_checkpoints(out_dir: Path, keep: int, own: str | None = None) -> None:
+    """Keep the newest ``keep`` checkpoints; remove the temp dirs of other attempts (``own``: this one's label)."""
     for _, path in list_checkpoints(out_dir)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
     root = RunDir(Path(out_dir)).checkpoints
-    for stale in root.glob(".tmp-*"):  # leftovers of a crash mid-save
-        if stale.name.endswith(f"-{os.getpid()}"):
+    for stale in root.glob(".tmp-*"):  # leftovers of a crash mid-save, or of an attempt whose lease moved on
+        if own is not None and stale.name.endswith(f"-{own}"):
             continue
         shutil.rmtree(stale, ignore_errors=True)
 

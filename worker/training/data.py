@@ -1,8 +1,12 @@
 """Dataset records → rendered training/eval examples, and the batching arithmetic of one optimizer step.
 
 Records are the dataset JSONL rows (`id`, `messages`, `spans`, `tools`, `complexity`, `split`; see CONTRACTS).
-Each is rendered once with the student tokenizer (`render.render_trajectory`); records left with no
-supervised token, or that cannot be rendered faithfully, are skipped and counted per reason, never trained.
+Each is rendered once with the student tokenizer (`render.render_examples`) into one example, or more when the
+chat template rewrites history (a turn trained in an example of its own). The train split is rendered in the
+job's loss mode (flat: every assistant token), the eval split always in span mode, so span and flat runs are
+scored on the same tokens. Records left with no supervised token, too long for any window, or that cannot be
+rendered faithfully are skipped and counted per reason, never trained; what rendering split, dropped or
+truncated is summed per split (`PreparedData.report`, the job's ``data`` metrics).
 
 One optimizer step consumes a GLOBAL batch of micro_batch × grad_accum × world_size examples drawn by the
 curriculum sampler (identically on every rank). Rank r takes the r-th contiguous slice and splits it into
@@ -21,7 +25,7 @@ from typing import Any
 
 from contract.spans import DatasetRecord
 from worker.context import BadJobInput
-from worker.training.render import ACTION, REASON, RenderedExample, RenderError, render_trajectory
+from worker.training.render import ACTION, REASON, Mode, RenderedExample, RenderError, RenderStats, render_examples
 
 
 @dataclass
@@ -42,6 +46,17 @@ class PreparedData:
     eval: Split
     skipped: dict[str, int]  # e.g. {"train.no_supervised_tokens": 2, "eval.render_error": 1}
     render_errors: list[str]  # first few error messages, for the job log
+    stats: dict[str, RenderStats] = field(default_factory=dict)  # per split: what rendering split/dropped
+
+    def report(self) -> dict[str, Any]:
+        """Per split: records, examples, skipped records by reason, and what rendering split or dropped."""
+        out: dict[str, Any] = {}
+        for name, split in (("train", self.train), ("eval", self.eval)):
+            skipped = {k.split(".", 1)[1]: v for k, v in self.skipped.items() if k.startswith(name + ".")}
+            stats = self.stats.get(name, RenderStats()).as_dict()
+            out[name] = {"examples": len(split), "skipped_records": skipped,
+                         **{k: v for k, v in stats.items() if k != "examples"}}
+        return out
 
 
 def read_records(path: Path) -> list[DatasetRecord]:
@@ -58,9 +73,11 @@ def read_records(path: Path) -> list[DatasetRecord]:
     return records
 
 
-def prepare_examples(records: Iterable[DatasetRecord], tokenizer: Any, *, max_seq_len: int) -> PreparedData:
-    """Render every record into its split ("train" when the record has none)."""
+def prepare_examples(records: Iterable[DatasetRecord], tokenizer: Any, *, max_seq_len: int,
+                     mode: Mode = "span") -> PreparedData:
+    """Render every record into its split ("train" when the record has none); the train split in `mode`."""
     splits = {"train": Split(), "eval": Split()}
+    stats = {"train": RenderStats(), "eval": RenderStats()}
     skipped: Counter[str] = Counter()
     errors: list[str] = []
     for record in records:
@@ -70,26 +87,29 @@ def prepare_examples(records: Iterable[DatasetRecord], tokenizer: Any, *, max_se
             continue
         rid = str(record.get("id", len(splits[split]) + skipped.total()))
         try:
-            example = render_trajectory(
+            result = render_examples(
                 record["messages"],
                 record.get("spans") or [],
                 tokenizer,
                 max_seq_len=max_seq_len,
                 tools=record.get("tools"),
                 example_id=rid,
+                mode=mode if split == "train" else "span",
             )
         except (RenderError, KeyError, TypeError) as exc:
             skipped[f"{split}.render_error"] += 1
             if len(errors) < 10:
                 errors.append(f"{rid}: {exc}")
             continue
-        if example is None:
-            skipped[f"{split}.no_supervised_tokens"] += 1
+        stats[split].add(result.stats)
+        if result.skipped is not None:
+            skipped[f"{split}.{result.skipped}"] += 1
             continue
-        splits[split].examples.append(example)
-        splits[split].complexities.append(float(record.get("complexity") or 0.0))
-        splits[split].ids.append(rid)
-    return PreparedData(splits["train"], splits["eval"], dict(skipped), errors)
+        for example in result.examples:
+            splits[split].examples.append(example)
+            splits[split].complexities.append(float(record.get("complexity") or 0.0))
+            splits[split].ids.append(example.id or rid)
+    return PreparedData(splits["train"], splits["eval"], dict(skipped), errors, stats)
 
 
 def supervised_counts(example: RenderedExample) -> tuple[int, int]:

@@ -12,7 +12,8 @@ tokenizer's real vocabulary only:
   as long as every earlier token matched, the decoder's input IS the reference prefix), so one teacher-forced
   forward pass scores every span exactly, without a generate loop. At most `exact_match_max` spans count.
 
-Full-vocabulary logits are only computed at supervised positions, in chunks of `chunk_size`.
+Full-vocabulary logits are only computed at supervised positions, in chunks of `chunk_size`, as the model's
+forward produces them (`logits.logits_fn`: the head plus the architecture's post-head transform).
 `make_report` assembles {before, after, delta} for the run's eval report; `run_evaluation` is the whole
 `evaluate` job (load, render the chosen split, score, write `RunDir.eval_report`). It raises the trainer's
 errors: `ModelLoadError`, `TokenizerMismatch`, and `BadJobInput` when the split has nothing to score.
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 from contract.rundir import RunDir
 from worker.context import BadJobInput
+from worker.training.logits import logits_fn
 from worker.training.losses import final_hidden_states
 from worker.training.render import ACTION, REASON, RenderedExample, collate
 
@@ -71,14 +73,15 @@ def evaluate_examples(
         batch = {k: v.to(device) for k, v in collate(group, pad_id).items()}
         kinds = batch["kinds"][:, 1:]
         labels = batch["input_ids"][:, 1:]
-        mask = kinds != 0
+        mask = (kinds == REASON) | (kinds == ACTION)
         rows, cols = mask.nonzero(as_tuple=True)  # row-major: positions in sequence order per example
         if rows.numel() == 0:
             continue
         with autocast:
             h = hidden_states(model, batch)[:, :-1][rows, cols]
             h_teacher = hidden_states(teacher, batch)[:, :-1][rows, cols] if teacher is not None else None
-        head = model.get_output_embeddings()  # type: ignore[operator]
+        head = logits_fn(model)  # the head plus the architecture's post-head transform, fp32
+        teacher_head = logits_fn(teacher) if teacher is not None else None
         target = labels[rows, cols]
         kind = kinds[rows, cols]
         correct_all = torch.empty_like(target, dtype=torch.bool)
@@ -86,7 +89,7 @@ def evaluate_examples(
             sl = slice(c, c + chunk_size)
             with autocast:
                 logits = head(h[sl])
-            logits = logits.float()[:, :vocab_size] if vocab_size else logits.float()
+            logits = logits[:, :vocab_size] if vocab_size else logits
             logp = F.log_softmax(logits, dim=-1)
             nll = -logp.gather(1, target[sl, None]).squeeze(1)
             correct = logits.argmax(-1) == target[sl]
@@ -96,12 +99,12 @@ def evaluate_examples(
                 sums[name]["nll"] += float(nll[sel].sum())
                 sums[name]["correct"] += int(correct[sel].sum())
                 sums[name]["count"] += int(sel.sum())
-            if teacher is not None and h_teacher is not None:
+            if teacher_head is not None and h_teacher is not None:
                 sel = kind[sl] == REASON
                 if sel.any():
                     with autocast:
-                        t_logits = teacher.get_output_embeddings()(h_teacher[sl][sel])  # type: ignore[operator]
-                    t_logits = t_logits.float()[:, :vocab_size] if vocab_size else t_logits.float()
+                        t_logits = teacher_head(h_teacher[sl][sel])
+                    t_logits = t_logits[:, :vocab_size] if vocab_size else t_logits
                     t_logp = F.log_softmax(t_logits, dim=-1)
                     kl = (t_logp.exp() * (t_logp - logp[sel])).sum(-1)
                     kl_sum += float(kl.sum())

@@ -11,17 +11,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from worker.training.masks_view import format_masks
-from worker.training.render import render_trajectory
+from worker.training.render import render_examples
 
 
 def show_masks(messages: Sequence[Mapping[str, Any]], spans: Sequence[Mapping[str, Any]], tools: Any, tokenizer: str,
                *, max_seq_len: int = 4096, color: bool = True) -> str:
-    """The rendered trajectory as text with its token kinds marked (see ``format_masks``), or a note
-    saying that nothing of it would be trained."""
+    """Every training example of the trajectory as text with its token kinds marked (see ``format_masks``):
+    one, or more when the template rewrites history and a turn is trained in an example of its own; or a
+    note saying why nothing of it would be trained."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer)
-    example = render_trajectory(messages, spans, tok, max_seq_len=max_seq_len, tools=tools)
-    if example is None:
-        return "(no supervised tokens: nothing of this trajectory would be trained)"
-    return format_masks(example, tok, color=color)
+    result = render_examples(messages, spans, tok, max_seq_len=max_seq_len, tools=tools)
+    if not result.examples:
+        why = result.skipped or "no_supervised_tokens"
+        return f"(nothing of this trajectory would be trained: {why})"
+    shown = [format_masks(example, tok, color=color) for example in result.examples]
+    if len(shown) == 1:
+        return shown[0]
+    return "\n\n".join(f"── example {i + 1} of {len(shown)} ──\n{text}" for i, text in enumerate(shown))

@@ -4,7 +4,9 @@ Shapes: B = batch, T = sequence length, H = hidden size, V = vocabulary, N = sup
 Labels are shifted: position t (0..T-2) is supervised when kinds[:, t+1] ∈ {REASON, ACTION} and both
 t and t+1 are attended; its target is input_ids[:, t+1]. The student (and teacher, under no_grad)
 runs to its final hidden states [B, T, H]; only the N supervised rows are gathered, and the output
-embedding is applied to them in chunks of `chunk_size` rows, each chunk's logits + loss wrapped in
+embedding plus the architecture's post-head transform (`logits.logits_fn`: Granite's scaling, Gemma's
+soft-capping, Cohere's scale — the logits the model's forward produces) is applied to them in chunks of
+`chunk_size` rows, each chunk's logits + loss wrapped in
 activation checkpointing (all but the last chunk), so neither [B, T, V] nor [N, V] logits ever
 exist: peak logit memory is a few [chunk_size, V] fp32 buffers, independent of unsupervised positions.
 Logits are upcast to fp32 before softmax. Reason positions get KL(p_teacher ‖ p_student) at
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from worker.training.logits import head_rows, logits_fn, unwrap
 from worker.training.render import ACTION, REASON
 
 
@@ -40,22 +43,6 @@ class LossSums:
     example_counts: Tensor  # Long[B], supervised tokens per example
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The HF causal LM inside DDP/FSDP (`.module`) and PEFT (`get_base_model`) wrappers."""
-    inner: Any = model
-    while isinstance(getattr(inner, "module", None), nn.Module):
-        inner = inner.module
-    if hasattr(inner, "get_base_model"):
-        inner = inner.get_base_model()
-    return inner
-
-
-def _rows(head: nn.Module) -> int:
-    weight = head.weight
-    assert isinstance(weight, Tensor)
-    return int(weight.shape[0])
-
-
 def final_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     """Post-norm last hidden states [B, T, H] of a causal LM, without computing [B, T, V] logits.
 
@@ -63,7 +50,7 @@ def final_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Ten
     decoder's output is captured by a forward hook; models without `logits_to_keep` are run through
     their decoder directly.
     """
-    inner = _unwrap(model)
+    inner = unwrap(model)
     decoder = inner.get_decoder()  # type: ignore[operator]
     if "logits_to_keep" not in inspect.signature(inner.forward).parameters:
         return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
@@ -144,11 +131,11 @@ def compute_span_losses(
     use_ce = sup & ~use_kl
     is_reason = (tgt_kind == REASON) if mode == "span" else torch.full_like(sup, teacher is not None)
 
-    s_head: nn.Module = _unwrap(student).get_output_embeddings()  # type: ignore[operator]
+    s_head = logits_fn(student)
     width = vocab_size
 
     def s_logits_of(h: Tensor) -> Tensor:
-        logits = s_head(h).float()  # matmul in the model dtype/autocast, softmax in fp32
+        logits = s_head(h)  # matmul in the model dtype/autocast, transform and softmax in fp32
         return logits if width is None else logits[:, :width]
 
     grad_on = torch.is_grad_enabled() and hidden.requires_grad
@@ -166,10 +153,10 @@ def compute_span_losses(
     )
 
     if teacher is not None and kl_b.numel() > 0:
-        t_head: nn.Module = _unwrap(teacher).get_output_embeddings()  # type: ignore[operator]
+        t_head = logits_fn(teacher)
         with torch.no_grad():
             t_hidden = final_hidden_states(teacher, input_ids, attn.long())[kl_b, kl_t]  # [n_kl, H_t]
-        s_width, t_width = _rows(s_head), _rows(t_head)
+        s_width, t_width = head_rows(student), head_rows(teacher)
         if width is None and s_width != t_width:
             raise ValueError(
                 f"student ({s_width}) and teacher ({t_width}) logits differ in width; pass vocab_size="
@@ -178,7 +165,7 @@ def compute_span_losses(
 
         def kl_fn(h: Tensor, ht: Tensor) -> Tensor:
             with torch.no_grad():
-                t_logits = t_head(ht).float()
+                t_logits = t_head(ht)
                 t_logits = t_logits if width is None else t_logits[:, :width]
             return _kl_rows(s_logits_of(h), t_logits, temperature)
 

@@ -4,7 +4,8 @@
 weights are loaded; `load_student` adds gradient checkpointing and LoRA; `load_teacher` freezes.
 A model or tokenizer that cannot be found or read raises `ModelLoadError` (permanent: retrying the job
 cannot make it appear) naming the reference and how it was looked up; a model with fewer embedding rows
-than its tokenizer has tokens raises `BadJobInput`.
+than its tokenizer has tokens, or whose architecture has no known post-head logit transform
+(`contract.architectures`), raises `BadJobInput` — the latter from its config, before any weights load.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
+from contract.architectures import UnsupportedArchitecture, logit_transform
 from contract.vocab import check_tokenizer_compatibility, real_vocab_size
 from worker.context import BadJobInput, ModelLoadError
 
@@ -84,10 +86,23 @@ def check_embedding_rows(model: torch.nn.Module, vocab_size: int, name: str) -> 
         raise BadJobInput(f"{name} has {rows} embedding rows but its tokenizer has {vocab_size} tokens")
 
 
+def check_architecture(ref: str | Path, what: str) -> None:
+    """`BadJobInput` when the model's config names a `model_type` whose logit transform is unknown (read
+    from its config alone, so a refused model's weights are never loaded)."""
+    from transformers import AutoConfig
+
+    config = _from_pretrained(AutoConfig, what, ref)
+    try:
+        logit_transform(getattr(config, "model_type", None))
+    except UnsupportedArchitecture as exc:
+        raise BadJobInput(f"{what} {str(ref)!r}: {exc}") from exc
+
+
 def load_model(name: str, device: torch.device, vocab_size: int) -> torch.nn.Module:
     """A causal LM in fp32 (never remote code; offline when HF_HUB_OFFLINE is set)."""
     from transformers import AutoModelForCausalLM
 
+    check_architecture(name, "model")
     model = _from_pretrained(AutoModelForCausalLM, "model", name, dtype=torch.float32)
     check_embedding_rows(model, vocab_size, name)
     return model.to(device)  # type: ignore[arg-type]  # transformers' decorated .to() confuses mypy
@@ -140,6 +155,7 @@ def load_teacher(path: str | Path, device: Any = "cpu", dtype: Any = None) -> An
     """Load a causal LM as a frozen teacher: eval() mode, every parameter requires_grad=False."""
     from transformers import AutoModelForCausalLM
 
+    check_architecture(path, "teacher model")
     model = _from_pretrained(AutoModelForCausalLM, "teacher model", path, dtype=dtype if dtype is not None else "auto")
     model.to(device)
     model.eval()

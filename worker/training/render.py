@@ -1,52 +1,64 @@
-"""Trajectory → token ids + per-token span kinds (DESIGN §5 "Rendering").
+"""Trajectory → rendered examples: token ids + the kind (NONE/REASON/ACTION) of every token (DESIGN §5).
 
-A canonical trajectory (messages + character spans) is rendered with the student tokenizer's chat
-template, or with the built-in plain template when the tokenizer has none (see `PLAIN_TEMPLATE_DOC`).
-Each message's `text` is located inside the rendered string, spans are moved to rendered-string
-offsets and mapped to tokens through the fast tokenizer's offset mapping: a token takes the kind of
-the span holding the majority of its characters (ties go to the later span); a token touching no
-span is NONE. Observation spans compete like any span but carry no loss (NONE). The end-of-turn
-special token the template puts right after a supervised assistant message (and any whitespace
-between the text and it) is ACTION, so the student learns to stop; a special token found in the
-first turn's header opens turns and is never taken for an end of turn (eos always can be). The
-template text after it (e.g. ChatML's trailing newline) is never generated and stays NONE.
-Every assistant turn is supervised, not only the last; an assistant turn with `loss: false` or no
-reason/action span is context. Sequences longer than `max_seq_len` are shortened by whole messages only (`_truncate`).
+A canonical trajectory (messages + character spans) is rendered with the student tokenizer's chat template
+(the built-in plain one when it has none, see `PLAIN_TEMPLATE_DOC`); `template` locates each message's text
+in the rendered string and finds the end of each assistant turn. Spans are moved to rendered offsets and
+mapped to tokens through the fast tokenizer's offset mapping: a token takes the kind of the span holding the
+majority of its characters (ties go to the later span); a token touching no span is NONE. Observation spans
+compete like any span but carry no loss.
+
+Which tokens are trained:
+
+- **span mode**: the reason/action spans of every supervised assistant turn (not only the last; a turn with
+  ``loss: false`` or no reason/action span is context), plus its **end of turn**: the special token the
+  template puts right after the content (and whitespace before it) is ACTION, so the student learns to stop.
+  Template text after it (ChatML's newline) is never generated and stays NONE.
+- **flat mode**: every token of every assistant turn not marked ``loss: false``, spanned or not, plus its end
+  of turn, all ACTION (the token-level baseline of DESIGN §5: one loss, no span kinds).
+
+**Templates that rewrite history** (Qwen3 drops ``<think>`` from turns before the last user message,
+R1-style templates from every assistant turn): a trained turn whose text the full render does not contain is
+trained in an example of its own, rendered as the model sees it at inference — the template's prompt for that
+turn (its history rewritten as the template does) followed by the turn's text and its end of turn. Its reasoning
+is trained, never silently lost; the full conversation still trains every turn it shows whole. `RenderStats`
+counts these split turns, turns that could not be rendered at all, context the template did not show verbatim,
+and truncation (`truncate`: whole messages only, the window with the most supervised tokens).
+
 Loss uses shifted labels downstream: the kind of token t+1 decides the loss at position t.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from itertools import pairwise
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
-NONE, REASON, ACTION = 0, 1, 2
-_KIND_CODES = {"reason": REASON, "action": ACTION, "observation": NONE}
+from worker.training.template import (
+    PLAIN_TEMPLATE_DOC,
+    Layout,
+    RenderError,
+    conversation_layout,
+    generation_prompt,
+    template_info,
+)
+from worker.training.tokens import KIND_CODES, encode, group_spans, token_kinds
+from worker.training.truncate import best_window
 
-PLAIN_TEMPLATE_DOC = """Built-in plain template, used when the tokenizer has no chat template:
-    [bos]                                   (when the tokenizer has a bos token)
-    "<|tools|>\\n" + json(tools) + "\\n"      (when tools are given)
-    per message: "<|" + role + "|>\\n" + text + (eos if role == "assistant") + "\\n"
-The text appears verbatim and the eos token closes every assistant turn (its end-of-turn token)."""
-
-
-class RenderError(ValueError):
-    """The trajectory cannot be rendered faithfully (template rewrites text, bad spans, no eos)."""
+NONE, REASON, ACTION = 0, 1, 2  # the codes of tokens.KIND_CODES
+Mode = Literal["span", "flat"]
 
 
 @dataclass
 class RenderedExample:
-    """One rendered trajectory: token ids and the kind (NONE/REASON/ACTION) of each token."""
+    """One rendered example: token ids and the kind (NONE/REASON/ACTION) of each token."""
 
     input_ids: list[int]
     kinds: list[int]
     truncated: bool
     id: str | None = None
+    turn: int | None = None  # the message index of a turn trained in an example of its own
 
     @property
     def n_reason(self) -> int:
@@ -58,249 +70,233 @@ class RenderedExample:
 
 
 @dataclass
-class _Layout:
-    """A rendered string, where each message's text sits in it, and the end-of-turn ranges."""
+class RenderStats:
+    """What rendering split, dropped or shortened (summed over records by `add`)."""
 
-    text: str
-    starts: list[int]  # rendered offset of messages[i]["text"]
-    eot: list[tuple[int, int] | None]  # end-of-turn char range after assistant message i
+    examples: int = 0
+    split_turns: int = 0  # trained in their own example: the template rewrites them in the full conversation
+    unrendered_turns: int = 0  # trained turns dropped: the template could not render their prompt
+    context_not_verbatim: int = 0  # untrained messages the template rewrote or dropped (e.g. tool output)
+    truncated_examples: int = 0
+    truncated_tokens: int = 0  # tokens dropped by truncation
+    truncated_supervised_tokens: int = 0  # of which supervised
 
+    def add(self, other: RenderStats) -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
 
-def _is_supervised(message: Mapping[str, Any], spans: Sequence[Mapping[str, Any]]) -> bool:
-    return message.get("role") == "assistant" and message.get("loss", True) is not False and any(
-        s["kind"] in ("reason", "action") for s in spans
-    )
-
-
-def _special_strings(tokenizer: Any) -> list[str]:
-    specials = set(getattr(tokenizer, "all_special_tokens", []) or [])
-    for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
-        if getattr(added, "special", False):
-            specials.add(str(added))
-    return sorted((s for s in specials if s), key=len, reverse=True)
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
 
 
-def _plain_layout(messages: Sequence[Mapping[str, Any]], tokenizer: Any, tools: Any) -> _Layout:
-    eos = tokenizer.eos_token
-    if not eos:
-        raise RenderError("the plain template needs an eos token to close assistant turns")
-    parts: list[str] = [tokenizer.bos_token or ""]
-    if tools:
-        parts.append("<|tools|>\n" + json.dumps(tools, ensure_ascii=False) + "\n")
-    pos = sum(len(p) for p in parts)
-    starts: list[int] = []
-    eot: list[tuple[int, int] | None] = []
-    for m in messages:
-        header = "<|" + str(m["role"]) + "|>\n"
-        starts.append(pos + len(header))
-        end = pos + len(header) + len(m["text"])
-        closing = eos if m["role"] == "assistant" else ""
-        eot.append((end, end + len(eos)) if closing else None)
-        chunk = header + m["text"] + closing + "\n"
-        parts.append(chunk)
-        pos += len(chunk)
-    return _Layout("".join(parts), starts, eot)
+@dataclass
+class RenderResult:
+    """The examples of one trajectory; `skipped` says why there are none (no_supervised_tokens, too_long)."""
+
+    examples: list[RenderedExample]
+    stats: RenderStats = field(default_factory=RenderStats)
+    skipped: str | None = None
 
 
-def _apply_template(tokenizer: Any, contents: list[tuple[str, str]], tools: Any) -> str:
-    conv = [{"role": role, "content": text} for role, text in contents]
-    try:
-        out = tokenizer.apply_chat_template(conv, tools=tools or None, tokenize=False)
-    except Exception as exc:  # jinja errors (e.g. templates requiring role alternation)
-        raise RenderError(f"the chat template failed to render this trajectory: {exc}") from exc
-    return out if isinstance(out, str) else str(out)
+@dataclass
+class _Job:
+    """One trajectory being rendered."""
+
+    messages: Sequence[Mapping[str, Any]]
+    by_message: list[list[Mapping[str, Any]]]
+    tokenizer: Any
+    tools: Any
+    flat: bool
 
 
-def _template_layout(messages: Sequence[Mapping[str, Any]], tokenizer: Any, tools: Any) -> _Layout:
-    roles = [str(m["role"]) for m in messages]
-    texts = [m["text"] for m in messages]
-    rendered = _apply_template(tokenizer, list(zip(roles, texts, strict=True)), tools)
-    # Locate the texts through a placeholder render: exact even when a text also occurs in template
-    # markup (an assistant text "a" inside the "assistant" header). If the template treats content
-    # differently from placeholders (content-dependent logic), fall back to an in-order search.
-    marks = [f"\ue000{i}\ue001" for i in range(len(messages))]
-    skeleton = _apply_template(tokenizer, list(zip(roles, marks, strict=True)), tools)
-    starts: list[int] = []
-    pieces: list[str] = []
-    cursor = shift = 0
-    exact = True
-    for mark, text in zip(marks, texts, strict=True):
-        at = skeleton.find(mark, cursor)
-        if at < 0:
-            exact = False
-            break
-        pieces.append(skeleton[cursor:at])
-        pieces.append(text)
-        starts.append(at + shift)
-        shift += len(text) - len(mark)
-        cursor = at + len(mark)
-    if not exact or "".join(pieces) + skeleton[cursor:] != rendered:
-        starts, cursor = [], 0
-        for i, text in enumerate(texts):
-            at = rendered.find(text, cursor)
-            if at < 0:
-                raise RenderError(
-                    f"message {i} ({roles[i]}) text not found verbatim in the rendered chat template "
-                    "output; the template rewrites message content (strip/transform), so spans cannot "
-                    "be mapped. Use a template that emits content verbatim."
-                )
-            starts.append(at)
-            cursor = at + len(text)
-    # Special tokens that open the first turn's header (<|im_start|>, <|start_header_id|>, bos) start
-    # turns; they never end one, even in a template that puts nothing after an assistant text.
-    header = rendered[: starts[0]] if starts else ""
-    specials = [t for t in _special_strings(tokenizer) if t == tokenizer.eos_token or t not in header]
-    eot: list[tuple[int, int] | None] = []
-    for i, role in enumerate(roles):
-        end = starts[i] + len(texts[i])
-        limit = starts[i + 1] if i + 1 < len(texts) else len(rendered)
-        eot.append(_find_eot(rendered, end, limit, specials) if role == "assistant" else None)
-    return _Layout(rendered, starts, eot)
+def _trains(message: Mapping[str, Any], spans: Sequence[Mapping[str, Any]], flat: bool) -> bool:
+    if message.get("role") != "assistant" or message.get("loss", True) is False:
+        return False
+    return flat or any(s["kind"] in ("reason", "action") for s in spans)
 
 
-def _find_eot(rendered: str, end: int, limit: int, specials: list[str]) -> tuple[int, int] | None:
-    """The first special token after `end` (only whitespace between), as a char range from `end`."""
-    pos = end
-    while pos < limit and rendered[pos].isspace():
-        pos += 1
-    for tok in specials:
-        if rendered.startswith(tok, pos):
-            return (end, pos + len(tok))
-    return None
+def _message_ranges(job: _Job, k: int, base: Any, trained: bool, skip: int = 0) -> list[tuple[int, int, int]]:
+    """Char ranges of message k's spans (flat: its whole text) through `base`, an offset → rendered map.
+    Text before `skip` is not in this example's trained part (it sits in the prompt)."""
+    text_len = len(job.messages[k]["text"])
+    if trained and job.flat:
+        return [(base(skip), base(text_len), ACTION)]
+    out = []
+    for s in job.by_message[k]:
+        start, end = max(s["start"], skip), s["end"]
+        if start < end:
+            out.append((base(start), base(end), KIND_CODES[s["kind"]] if trained else NONE))
+    return out
 
 
-def _layout(messages: Sequence[Mapping[str, Any]], tokenizer: Any, tools: Any) -> _Layout:
-    if getattr(tokenizer, "chat_template", None):
-        return _template_layout(messages, tokenizer, tools)
-    return _plain_layout(messages, tokenizer, tools)
+def _supervised(kinds: np.ndarray) -> int:
+    """Positions trained (shifted labels: token 0 is never a target)."""
+    return int(np.count_nonzero(kinds[1:]))
 
 
-def _encode(tokenizer: Any, text: str) -> tuple[list[int], np.ndarray]:
-    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
-    if backend is not None:  # the Rust tokenizer directly: same ids/char offsets, less overhead
-        enc = backend.encode(text, add_special_tokens=False)
-        return enc.ids, np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
-    out = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return list(out["input_ids"]), np.asarray(out["offset_mapping"], dtype=np.int64).reshape(-1, 2)
-
-
-def _token_kinds(offsets: np.ndarray, bounds: list[tuple[int, int, int]]) -> np.ndarray:
-    """Kinds per token from sorted, non-overlapping char ranges (start, end, kind).
-
-    Majority rule: the range covering most of a token's characters wins, ties go to the later
-    range. Vectorised for the common case (a token touches ≤ 1 range); loops only at boundaries.
-    """
-    n = len(offsets)
-    kinds = np.zeros(n, dtype=np.int64)
-    if not bounds or n == 0:
-        return kinds
-    b_start = np.fromiter((b[0] for b in bounds), dtype=np.int64, count=len(bounds))
-    b_end = np.fromiter((b[1] for b in bounds), dtype=np.int64, count=len(bounds))
-    b_kind = np.fromiter((b[2] for b in bounds), dtype=np.int64, count=len(bounds))
-    t_start, t_end = offsets[:, 0], offsets[:, 1]
-    lo = np.searchsorted(b_end, t_start, side="right")  # first range ending after the token start
-    hi = np.searchsorted(b_start, t_end, side="left")  # ranges starting before the token end
-    hi = np.where(t_end > t_start, hi, lo)  # zero-width tokens touch nothing
-    n_touch = hi - lo
-    one = n_touch == 1
-    kinds[one] = b_kind[lo[one]]
-    for t in np.nonzero(n_touch > 1)[0]:
-        best, best_len = 0, -1
-        for j in range(lo[t], hi[t]):
-            overlap = min(t_end[t], b_end[j]) - max(t_start[t], b_start[j])
-            if overlap >= best_len:  # ">=": ties go to the later span
-                best, best_len = j, overlap
-        kinds[t] = b_kind[best]
-    return kinds
-
-
-def _char_ranges(
-    messages: Sequence[Mapping[str, Any]], by_message: list[list[Mapping[str, Any]]], layout: _Layout
-) -> list[tuple[int, int, int]]:
+def _render_conversation(job: _Job, keep: list[int], trained: set[int],
+                         layout: Layout | None = None) -> tuple[list[int], np.ndarray, np.ndarray, Layout]:
+    """Render messages `keep` (in order), training the turns in `trained` that the render shows whole."""
+    if layout is None:
+        layout = conversation_layout([job.messages[k] for k in keep], job.tokenizer, job.tools)
     ranges: list[tuple[int, int, int]] = []
-    for i, m in enumerate(messages):
-        base = layout.starts[i]
-        trained = m.get("role") == "assistant" and m.get("loss", True) is not False
-        for s in by_message[i]:
-            kind = _KIND_CODES[s["kind"]] if trained else NONE
-            ranges.append((base + s["start"], base + s["end"], kind))
-        if layout.eot[i] is not None and _is_supervised(m, by_message[i]):
-            a, b = layout.eot[i]  # type: ignore[misc]
+    for j, k in enumerate(keep):
+        placed = layout.placed[j]
+        if placed is None:
+            continue
+        ranges += _message_ranges(job, k, placed.at, k in trained)
+        if k in trained and layout.eot[j] is not None:
+            a, b = layout.eot[j]  # type: ignore[misc]
             ranges.append((a, b, ACTION))
-    return ranges
+    ids, offsets = encode(job.tokenizer, layout.text)
+    return ids, token_kinds(offsets, ranges), offsets, layout
 
 
-def _group_spans(
-    messages: Sequence[Mapping[str, Any]], spans: Sequence[Mapping[str, Any]]
-) -> list[list[Mapping[str, Any]]]:
-    by_message: list[list[Mapping[str, Any]]] = [[] for _ in messages]
-    for s in spans:
-        i = s["message"]
-        if not 0 <= i < len(messages):
-            raise RenderError(f"span {s} points at message {i}, outside 0..{len(messages) - 1}")
-        if s["kind"] not in _KIND_CODES:
-            raise RenderError(f"span {s} has unknown kind {s['kind']!r}")
-        if not 0 <= s["start"] < s["end"] <= len(messages[i]["text"]):
-            raise RenderError(f"span {s} is outside message {i} text (length {len(messages[i]['text'])})")
-        by_message[i].append(s)
-    for i, group in enumerate(by_message):
-        group.sort(key=lambda s: s["start"])
-        for a, b in pairwise(group):
-            if b["start"] < a["end"]:
-                raise RenderError(f"spans overlap in message {i}: {a} and {b}")
-    return by_message
+def _head(messages: Sequence[Mapping[str, Any]]) -> int:
+    n = 0
+    while n < len(messages) and messages[n].get("role") == "system":
+        n += 1
+    return n
 
 
-def _render(
-    messages: Sequence[Mapping[str, Any]], by_message: list[list[Mapping[str, Any]]], tokenizer: Any, tools: Any
-) -> tuple[list[int], np.ndarray]:
-    layout = _layout(messages, tokenizer, tools)
-    ids, offsets = _encode(tokenizer, layout.text)
-    return ids, _token_kinds(offsets, _char_ranges(messages, by_message, layout))
+def _conversation_example(job: _Job, trained: list[int], layout: Layout, max_seq_len: int,
+                          stats: RenderStats) -> tuple[list[int], np.ndarray, bool] | None:
+    everything = list(range(len(job.messages)))
+    ids, kinds, offsets, layout = _render_conversation(job, everything, set(trained), layout)
+    if len(ids) <= max_seq_len:
+        return ids, kinds, False
+    # Token blocks per message from the full render: message i owns [start of its text, start of the next).
+    starts = np.zeros(len(everything), dtype=np.int64)
+    prev = 0
+    for i, placed in enumerate(layout.placed):
+        prev = placed.start if placed is not None else prev
+        starts[i] = prev
+    tok_at = np.searchsorted(offsets[:, 0], starts, side="left")
+    edges = np.append(tok_at, len(ids))
+    block_tokens = np.diff(edges)
+    sup = np.concatenate([[0], np.cumsum(kinds != NONE)])
+    block_sup = sup[edges[1:]] - sup[edges[:-1]]
+    n_head = _head(job.messages)
+    kept: dict[tuple[int, int], tuple[list[int], np.ndarray]] = {}
 
-
-def _truncate(
-    messages: Sequence[Mapping[str, Any]],
-    by_message: list[list[Mapping[str, Any]]],
-    tokenizer: Any,
-    tools: Any,
-    max_seq_len: int,
-) -> tuple[list[int], np.ndarray] | None:
-    """Shorten by whole messages; never cut inside a span.
-
-    1. Drop whole trailing steps: keep the longest prefix `messages[:i+1]` ending right after a
-       supervised assistant message that fits (the context stays exactly what the teacher saw).
-    2. If even the first supervised step does not fit, drop whole leading messages after the
-       leading system message(s), earliest first, and again keep the longest fitting prefix.
-    Returns None when no window with a supervised assistant message fits.
-    """
-    n_sys = 0
-    while n_sys < len(messages) and messages[n_sys].get("role") == "system":
-        n_sys += 1
-    ends = [i for i, m in enumerate(messages) if _is_supervised(m, by_message[i])]
-
-    def attempt(keep: list[int]) -> tuple[list[int], np.ndarray] | None:
+    def fits(window: tuple[int, int]) -> bool:
+        keep = list(range(n_head)) + list(range(window[0], window[1] + 1))
         try:
-            ids, kinds = _render([messages[k] for k in keep], [by_message[k] for k in keep], tokenizer, tools)
+            got_ids, got_kinds, _, _ = _render_conversation(job, keep, set(trained))
         except RenderError:  # e.g. a template that refuses a window not starting with a user turn
-            return None
-        return (ids, kinds) if len(ids) <= max_seq_len else None
+            return False
+        kept[window] = got_ids, got_kinds
+        return len(got_ids) <= max_seq_len and _supervised(got_kinds) > 0
 
-    for first in range(n_sys, (ends[-1] if ends else n_sys) + 1):
-        head = list(range(n_sys))
-        candidates = [e for e in ends if e >= first]
-        # Longest fitting prefix by binary search: length grows with the number of kept steps.
-        lo, hi, best = 0, len(candidates) - 1, None
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            got = attempt(head + list(range(first, candidates[mid] + 1)))
-            if got is None:
-                hi = mid - 1
-            else:
-                best, lo = got, mid + 1
-        if best is not None:
-            return best
-    return None
+    window = best_window(n_head, trained, block_tokens, block_sup, int(tok_at[0]), max_seq_len, fits)
+    if window is None:
+        return None
+    got_ids, got_kinds = kept[window]
+    stats.truncated_examples += 1
+    stats.truncated_tokens += len(ids) - len(got_ids)
+    stats.truncated_supervised_tokens += _supervised(kinds) - _supervised(got_kinds)
+    return got_ids, got_kinds, True
+
+
+def _turn_render(job: _Job, k: int, first: int, n_head: int) -> tuple[list[int], np.ndarray]:
+    """Turn k alone, after the template's own prompt for it over the system messages + messages[first:k]."""
+    history = [job.messages[i] for i in list(range(n_head)) + list(range(first, k))]
+    prompt, suffix = generation_prompt(history, job.tokenizer, job.tools)
+    if not suffix:
+        raise RenderError("the chat template adds no generation prompt, so a turn cannot be rendered alone")
+    text = job.messages[k]["text"]
+    # A generation prompt that already opens the turn's text (R1's "<think>\n") gives that part as prompt.
+    skip = next((o for o in range(min(len(suffix), len(text)), 0, -1)
+                 if suffix.endswith(text[:o]) and text[:o].strip()), 0)
+    eot = template_info(job.tokenizer).eot_text if getattr(job.tokenizer, "chat_template", None) else (
+        job.tokenizer.eos_token)
+    base = len(prompt) - skip
+    ranges = _message_ranges(job, k, lambda x: base + x, True, skip)
+    full = prompt + text[skip:]
+    if eot:
+        ranges.append((len(full), len(full) + len(eot), ACTION))
+        full += eot
+    ids, offsets = encode(job.tokenizer, full)
+    return ids, token_kinds(offsets, ranges)
+
+
+def _turn_example(job: _Job, k: int, max_seq_len: int, stats: RenderStats) -> tuple[list[int], np.ndarray, bool]:
+    n_head = min(_head(job.messages), k)
+    ids, kinds = _turn_render(job, k, n_head, n_head)
+    if len(ids) <= max_seq_len:
+        return ids, kinds, False
+    lo, hi, best = n_head + 1, k, None  # drop the fewest leading messages that makes it fit
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        got = _turn_render(job, k, mid, n_head)
+        if len(got[0]) <= max_seq_len:
+            best, hi = got, mid - 1
+        else:
+            lo = mid + 1
+    if best is None:
+        raise _TooLong
+    stats.truncated_examples += 1
+    stats.truncated_tokens += len(ids) - len(best[0])
+    stats.truncated_supervised_tokens += _supervised(kinds) - _supervised(best[1])
+    return best[0], best[1], True
+
+
+class _TooLong(Exception):
+    pass
+
+
+def render_examples(
+    messages: Sequence[Mapping[str, Any]],
+    spans: Sequence[Mapping[str, Any]],
+    tokenizer: Any,
+    *,
+    max_seq_len: int,
+    tools: Any = None,
+    example_id: str | None = None,
+    mode: Mode = "span",
+) -> RenderResult:
+    """Render one canonical trajectory into its training examples (see the module docstring).
+
+    Raises RenderError when the spans are invalid or the template cannot render the conversation.
+    """
+    if mode not in ("span", "flat"):
+        raise ValueError(f"mode must be 'span' or 'flat', not {mode!r}")
+    job = _Job(messages, group_spans(messages, spans), tokenizer, tools, mode == "flat")
+    wanted = [i for i, m in enumerate(messages) if _trains(m, job.by_message[i], job.flat)]
+    result = RenderResult([])
+    if not wanted:
+        result.skipped = "no_supervised_tokens"
+        return result
+    stats = result.stats
+    layout = conversation_layout(messages, tokenizer, tools)
+    whole = [i for i in wanted if layout.placed[i] is not None]
+    split = [i for i in wanted if layout.placed[i] is None]
+    stats.context_not_verbatim = sum(p is None for i, p in enumerate(layout.placed) if i not in wanted)
+    outcomes: list[tuple[int | None, tuple[list[int], np.ndarray, bool] | None]] = []
+    if whole:
+        outcomes.append((None, _conversation_example(job, whole, layout, max_seq_len, stats)))
+    for k in split:
+        stats.split_turns += 1
+        try:
+            outcomes.append((k, _turn_example(job, k, max_seq_len, stats)))
+        except RenderError:
+            stats.unrendered_turns += 1
+        except _TooLong:
+            outcomes.append((k, None))
+    too_long = False
+    for turn, got in outcomes:
+        if got is None:
+            too_long = True
+            continue
+        ids, kinds, truncated = got
+        if _supervised(kinds) == 0:
+            continue
+        ex_id = example_id if turn is None or example_id is None else f"{example_id}#{turn}"
+        result.examples.append(RenderedExample(list(ids), kinds.tolist(), truncated, ex_id, turn))
+    stats.examples = len(result.examples)
+    if not result.examples:
+        result.skipped = "too_long" if too_long else "no_supervised_tokens"
+    return result
 
 
 def render_trajectory(
@@ -311,26 +307,13 @@ def render_trajectory(
     max_seq_len: int,
     tools: Any = None,
     example_id: str | None = None,
+    mode: Mode = "span",
 ) -> RenderedExample | None:
-    """Render one canonical trajectory to token ids + kinds; None when nothing is left to train.
-
-    Raises RenderError when spans are invalid or the template does not emit message text verbatim.
-    """
-    by_message = _group_spans(messages, spans)
-    if not any(_is_supervised(m, by_message[i]) for i, m in enumerate(messages)):
-        return None
-    ids, kinds = _render(messages, by_message, tokenizer, tools)
-    truncated = False
-    if len(ids) > max_seq_len:
-        got = _truncate(messages, by_message, tokenizer, tools, max_seq_len)
-        if got is None:
-            return None
-        ids, kinds = got
-        truncated = True
-    # Position t is trained on token t+1, so a supervised token at index 0 teaches nothing.
-    if not bool((kinds[1:] != NONE).any()):
-        return None
-    return RenderedExample(input_ids=list(ids), kinds=kinds.tolist(), truncated=truncated, id=example_id)
+    """The first example of `render_examples` (the whole conversation when the template shows it whole), or
+    None when nothing is left to train. Raises RenderError like `render_examples`."""
+    result = render_examples(messages, spans, tokenizer, max_seq_len=max_seq_len, tools=tools,
+                             example_id=example_id, mode=mode)
+    return result.examples[0] if result.examples else None
 
 
 def collate(examples: Sequence[RenderedExample], pad_id: int) -> dict[str, Any]:
@@ -355,7 +338,10 @@ __all__ = [
     "PLAIN_TEMPLATE_DOC",
     "REASON",
     "RenderError",
+    "RenderResult",
+    "RenderStats",
     "RenderedExample",
     "collate",
+    "render_examples",
     "render_trajectory",
 ]

@@ -12,6 +12,7 @@ transformers 5 some model types (qwen2) force their own tokenizer class over the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 BOS_TOKEN = "<s>"
 EOS_TOKEN = "</s>"
@@ -50,6 +51,50 @@ DEFAULT_CORPUS: list[str] = [
 ]
 
 
+def build_tokenizer(
+    corpus: list[str],
+    *,
+    vocab_size: int = 512,
+    special_tokens: list[str] | None = None,
+    bos_token: str | None = BOS_TOKEN,
+    eos_token: str | None = EOS_TOKEN,
+    pad_token: str | None = PAD_TOKEN,
+    chat_template: str | None = None,
+) -> Any:
+    """A byte-level BPE `PreTrainedTokenizerFast` trained on `corpus` with `special_tokens` (default: `<s>`,
+    `</s>`, `<pad>`, `<|im_start|>`, `<|im_end|>`); bos/eos/pad name some of them (or None). Any family's
+    control tokens can be given, so tests render real chat templates without downloading a tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = list(SPECIAL_TOKENS if special_tokens is None else special_tokens)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    # trim_offsets=False: offsets must cover every character (spaces included) for span mapping.
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=max(vocab_size, 256 + len(specials)),
+        min_frequency=2,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(corpus) + DEFAULT_CORPUS, trainer=trainer)
+    named = {t for t in (bos_token, eos_token, pad_token) if t}
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        pad_token=pad_token,
+        extra_special_tokens=[t for t in specials if t not in named],
+        clean_up_tokenization_spaces=False,
+    )
+    if chat_template is not None:
+        hf_tok.chat_template = chat_template
+    return hf_tok
+
+
 def build_tiny_model(
     out_dir: Path,
     corpus: list[str],
@@ -71,36 +116,11 @@ def build_tiny_model(
     when given (≥ len(tokenizer)) to mimic checkpoints whose matrices are padded (Qwen2.5 style).
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    # trim_offsets=False: offsets must cover every character (spaces included) for span mapping.
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=max(vocab_size, 256 + len(SPECIAL_TOKENS)),
-        min_frequency=2,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(list(corpus) + DEFAULT_CORPUS, trainer=trainer)
-
-    hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS_TOKEN,
-        eos_token=EOS_TOKEN,
-        pad_token=PAD_TOKEN,
-        extra_special_tokens=[IM_START, IM_END],
-        clean_up_tokenization_spaces=False,
-    )
-    if chat_template is not None:
-        hf_tok.chat_template = chat_template
+    hf_tok = build_tokenizer(corpus, vocab_size=vocab_size, chat_template=chat_template)
     hf_tok.save_pretrained(out_dir)
 
     n_vocab = len(hf_tok)

@@ -14,8 +14,8 @@
 
 Under torchrun (`worker.training.train`) the student and the span weights are wrapped together in DDP; each
 rank scales its share of the global-mean loss by world_size to undo DDP's gradient averaging. Rank 0 alone
-writes checkpoints, metrics and reports. File names come from `contract.rundir`; the objective itself is in
-`objective.py`, checkpoints and the resume check in `checkpoint.py`.
+writes checkpoints, metrics and reports, each through the job attempt's fence (`checkpoint.py`, `worker.fence`).
+File names come from `contract.rundir`; the objective is in `objective.py`, checkpoints and resume in `checkpoint.py`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from contract.job_config import DistillConfig
-from contract.rundir import RunDir, TrainResult, append_metrics, trim_metrics
+from contract.rundir import RunDir, TrainResult
 from contract.spans import DatasetRecord
 from worker.context import BadJobInput
 from worker.training import checkpoint as ckpt
@@ -76,7 +76,7 @@ def run_training(
         if tc.checkpoint_every and step % tc.checkpoint_every == 0:
             trainer.checkpoint()
         if tc.eval_every and step % tc.eval_every == 0 and step < trainer.total_steps and trainer.evaluates:
-            append_metrics(trainer.run.metrics, {"step": step, "eval": trainer.evaluate()})
+            ckpt.append_row(trainer.run.metrics, {"step": step, "eval": trainer.evaluate()})
     trainer.checkpoint()
     return trainer.finish(before)
 
@@ -132,7 +132,7 @@ class Trainer:
 
         use_teacher = lc.teacher_signal == "online"
         tokenizer, vocab_size = load_tokenizers(config.student_model, config.teacher_model if use_teacher else None)
-        data = prepare_examples(records, tokenizer, max_seq_len=tc.max_seq_len)
+        data = prepare_examples(records, tokenizer, max_seq_len=tc.max_seq_len, mode=lc.mode)
         if len(data.train) == 0:
             raise BadJobInput(f"no trainable example in the train split (skipped: {data.skipped})")
         student = load_student(config, device, vocab_size)
@@ -185,7 +185,7 @@ class Trainer:
         step = int(meta["step"])
         self.state = TrainState(step=step, resumed_from=step, last_saved=step, checkpoint_dir=latest)
         if self.is_main:
-            trim_metrics(self.run.metrics, step)
+            ckpt.trim_rows(self.run.metrics, step)
 
     @property
     def is_main(self) -> bool:
@@ -219,7 +219,7 @@ class Trainer:
             return None
         if self.state.step == 0:
             before = self.evaluate()
-            self.run.eval_before.write_text(json.dumps(before, indent=2))
+            ckpt.write_json(self.run.eval_before, before)
             return before
         if self.run.eval_before.exists():
             return cast(dict[str, Any], json.loads(self.run.eval_before.read_text()))
@@ -324,12 +324,13 @@ class Trainer:
             "reason_tokens": n_reason,
             "action_tokens": n_action,
             "eta_s": (self.total_steps - self.state.step) * sum(recent) / len(recent),
+            **({"data": self.data.report()} if self.state.step == 1 else {}),
         }
 
     def log(self, row: dict[str, Any], progress: Callable[[dict[str, Any]], None] | None) -> None:
         self.state.history.append(row)
         if self.is_main:
-            append_metrics(self.run.metrics, row)
+            ckpt.append_row(self.run.metrics, row)
             if progress is not None:
                 progress(row)
 
@@ -360,11 +361,13 @@ class Trainer:
 
     def result(self, status: Literal["completed", "stopped"]) -> TrainResult:
         s = self.state
+        # What rendering split, dropped or truncated travels with the final metrics into the job's result.
+        final = {**(s.history[-1] if s.history else {}), "data": self.data.report()}
         return TrainResult(
             status=status,
             steps=s.step,
             total_steps=self.total_steps,
-            final_metrics=s.history[-1] if s.history else {},
+            final_metrics=final,
             skipped=self.data.skipped,
             resumed_from_step=s.resumed_from,
             checkpoint_dir=s.checkpoint_dir,
@@ -377,9 +380,10 @@ class Trainer:
         if self.is_main:
             if self.evaluates:
                 report = make_report(before, self.evaluate())
-                self.run.eval_report.write_text(json.dumps(report, indent=2))
+                ckpt.write_json(self.run.eval_report, report)
                 result.eval_report, result.eval_report_path = report, self.run.eval_report
             result.final_dir = save_final(self.student, self.tokenizer, self.run.final)
+            ckpt.check_lease()
             result.plot_path = plot_run(self.run)
         barrier()
         return result
@@ -390,6 +394,7 @@ def save_final(student: torch.nn.Module, tokenizer: Any, path: Path) -> Path:
     model: Any = student
     if hasattr(model, "merge_and_unload"):  # LoRA: ship a plain model with the adapters merged in
         model = model.merge_and_unload()
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    with ckpt.promoted(path) as scratch:  # assembled aside, promoted by the attempt's fence
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
     return path
