@@ -87,7 +87,9 @@ def plot_before_after(before: dict[str, Any], after: dict[str, Any], out: Path) 
     ax.set_ylim(0, max(bottom) * 1.12 + 1)
     ax.set_ylabel("held-out tasks")
     ax.set_title("synthetic shop: the student acting as an agent")
-    ax.legend(loc="upper left", fontsize="small")
+    # below the axes: the bars reach the top on both sides, so a legend inside would cover their labels
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=max(1, len(reasons) + 1), fontsize="small",
+              frameon=False)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png", dpi=100)
