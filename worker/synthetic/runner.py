@@ -1,6 +1,6 @@
 """Run any model as an agent on the synthetic shop task, with real tool execution, and score it.
 
-`run_agent(generate, problem, fmt=…)` keeps the conversation as CANONICAL messages (CONTRACTS: `{role,
+`run_agent(generate, problem, fmt=…)` keeps the conversation as CANONICAL messages (`contract.spans.Message`: `{role,
 text}`, assistant tool calls rendered as Hermes `<tool_call>` blocks and kept as `tool_calls`, tool
 results as role "tool"), exactly the form `contract.formats.parse` gives the teacher's
 payloads, so what a student sees when acting is what it was trained on. Each `generate` call is one

@@ -11,7 +11,8 @@ and looks the item up again, so datasets contain recoverable tool errors. Two ou
 - `react`: one ReAct text, one `Action` per step, ending in `Final Answer: <answer>`.
 
 `assistant_texts(payload)` gives the assistant turns as canonical text (Hermes `<tool_call>` blocks
-for openai, per CONTRACTS), which is what a replaying generator must emit to reproduce the run.
+for openai, per the canonical form in docs/agents.md), which is what a replaying generator must emit
+to reproduce the run.
 `dataset_records` turns the runs into trainer dataset records through the app's own format parser.
 """
 
@@ -34,7 +35,7 @@ SOURCE = "synthetic"
 
 
 def tool_call_block(name: str, arguments: Any) -> str:
-    """One tool call rendered the Hermes/Qwen way (the canonical form in CONTRACTS)."""
+    """One tool call rendered the Hermes/Qwen way (the canonical form, `contract.formats.base.render_tool_call`)."""
     payload = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
     return f"<tool_call>\n{payload}\n</tool_call>"
 
@@ -226,7 +227,7 @@ def dataset_records(
     error_rate: float = 0.1,
     include_tools: bool = False,
 ) -> list[dict[str, Any]]:
-    """Trainer dataset records (CONTRACTS "Dataset record") for the teacher's runs on `problems`.
+    """Trainer dataset records (`contract.spans.DatasetRecord`) for the teacher's runs on `problems`.
 
     Each payload goes through the app's own ingest path (`contract.formats.parse` for the
     canonical messages and auto spans, `compute_complexity` for the score), so the records are what

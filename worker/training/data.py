@@ -1,6 +1,7 @@
 """Dataset records → rendered training/eval examples, and the batching arithmetic of one optimizer step.
 
-Records are the dataset JSONL rows (`id`, `messages`, `spans`, `tools`, `complexity`, `split`; see CONTRACTS).
+Records are the dataset JSONL rows (`contract.spans.DatasetRecord`: `id`, `messages`, `spans`, `tools`,
+`complexity`, `split`).
 Each is rendered once with the student tokenizer (`render.render_examples`) into one example, or more when the
 chat template rewrites history (a turn trained in an example of its own). The train split is rendered in the
 job's loss mode (flat: every assistant token), the eval split always in span mode, so span and flat runs are
