@@ -28,11 +28,9 @@ from typing import Any
 from contract.formats.base import (
     FormatError,
     ParsedTrajectory,
-    auto_spans,
     content_text,
     export_arguments,
     fail,
-    hermes_assistant_spans,
     opt_str,
     parse_arguments,
     parse_tools,
@@ -41,6 +39,10 @@ from contract.formats.base import (
     req_list,
     req_role,
     req_str,
+)
+from contract.formats.segment import (
+    auto_spans,
+    hermes_assistant_spans,
 )
 from contract.spans import Message, Role, ToolCall
 

@@ -32,15 +32,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from contract.formats.base import (
-    Label,
     ParsedTrajectory,
     fail,
-    find_labels,
-    is_observation_text,
-    label_spans,
     opt_str,
     parse_tools,
     req_str,
+)
+from contract.formats.segment import (
+    Label,
+    find_labels,
+    is_observation_text,
+    label_spans,
 )
 from contract.spans import Message, Span, SpanKind
 

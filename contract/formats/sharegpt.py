@@ -26,9 +26,7 @@ from typing import Any
 from contract.formats.base import (
     UNSTORABLE_JSON,
     ParsedTrajectory,
-    auto_spans,
     fail,
-    hermes_assistant_spans,
     is_json_value,
     json_type,
     opt_str,
@@ -41,6 +39,10 @@ from contract.formats.base import (
     try_json,
 )
 from contract.formats.openai import split_calls
+from contract.formats.segment import (
+    auto_spans,
+    hermes_assistant_spans,
+)
 from contract.spans import Message, Role, ToolCall
 
 _FROM: dict[str, Role] = {"human": "user", "gpt": "assistant", "function_call": "assistant",

@@ -30,8 +30,6 @@ from typing import Any
 
 from contract.formats.base import (
     ParsedTrajectory,
-    Piece,
-    auto_spans,
     content_text,
     is_json_value,
     opt_str,
@@ -39,6 +37,10 @@ from contract.formats.base import (
     req_dict,
     req_list,
     req_role,
+)
+from contract.formats.segment import (
+    Piece,
+    auto_spans,
 )
 from contract.spans import Message, Role, SpanKind, ToolCall
 
