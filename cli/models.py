@@ -9,7 +9,9 @@ deletes one. The work is ``worker.models``'; torch loads only for ``add`` and ``
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -31,6 +33,18 @@ def models_root() -> Path:
         typer.echo("no models root is configured (set DISTILLERY_MODELS_ROOT)", err=True)
         raise typer.Exit(2)
     return root
+
+
+@contextlib.contextmanager
+def _exit_on_import_error() -> Iterator[None]:
+    """A model that cannot be imported, built or removed: its message on stderr and exit status 1."""
+    from worker.models import ModelImportError
+
+    try:
+        yield
+    except ModelImportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _size(n: int) -> str:
@@ -92,7 +106,7 @@ def add(
 ) -> None:
     """Import a model: a folder is checked (architecture, fast tokenizer, weights) and copied; a GGUF file
     is dequantized once into a save_pretrained folder and checked against the GGUF's own logits."""
-    from worker.models import ModelImportError, import_folder, import_gguf
+    from worker.models import import_folder, import_gguf
 
     root = models_root()
     if dtype not in ("float32", "bfloat16", "float16"):
@@ -100,18 +114,15 @@ def add(
         raise typer.Exit(2)
     gguf = source.is_file() and source.suffix.lower() == ".gguf"
     target = name or (source.stem if gguf else source.expanduser().resolve().name)
-    try:
+    if not gguf and not source.is_dir():
+        typer.echo(f"{source} is neither a model folder nor a .gguf file", err=True)
+        raise typer.Exit(2)
+    with _exit_on_import_error():
         if gguf:
             info = import_gguf(source, root, target, force=force, dtype=dtype,
                                log=lambda line: typer.echo(line, err=True))
-        elif source.is_dir():
-            info = import_folder(source, root, target, force=force)
         else:
-            typer.echo(f"{source} is neither a model folder nor a .gguf file", err=True)
-            raise typer.Exit(2)
-    except ModelImportError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+            info = import_folder(source, root, target, force=force)
     _added(info)
 
 
@@ -129,15 +140,12 @@ def tiny(
 ) -> None:
     """Build a small random Llama whose tokenizer is trained on the built-in synthetic task (seconds on a CPU):
     a student for trying jobs without downloading anything (distillery demo trains one)."""
-    from worker.models import ModelImportError, build_tiny
+    from worker.models import build_tiny
 
-    try:
+    with _exit_on_import_error():
         info = build_tiny(models_root(), name, vocab_size=vocab_size, hidden_size=hidden_size, num_layers=layers,
                           num_heads=heads, intermediate_size=intermediate_size,
                           max_position_embeddings=max_positions, seed=seed, force=force)
-    except ModelImportError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     _added(info)
 
 
@@ -147,14 +155,11 @@ def rm(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Delete a model from the models root (jobs that already ran keep their own outputs)."""
-    from worker.models import ModelImportError, remove
+    from worker.models import remove
 
     root = models_root()
     if not yes and not typer.confirm(f"delete {name} from {root}?"):
         raise typer.Exit(1)
-    try:
+    with _exit_on_import_error():
         path = remove(root, name)
-    except ModelImportError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(f"removed {name} ({path})", err=True)
