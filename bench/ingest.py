@@ -4,7 +4,9 @@ Posts realistic ~10 KB trajectories (openai format: reasoning, tool calls, tool 
 concurrent clients, one per request and in batches, and measures a raw multi-row INSERT of the
 very same rows (prepared by the same code the API runs) into the same database with the same
 concurrency. The ratio API/raw is the figure DESIGN.md §8 asks for (≥ 50%), with ≥ 1,000
-trajectories/s batched and p99 ≤ 50 ms for single posts from 8 clients.
+trajectories/s batched and p99 ≤ 50 ms for single posts from 8 clients. The three phases run back to back
+`--rounds` times (fresh rows each round) and the targets are judged on the medians, so one noisy
+phase on a shared machine does not decide a figure.
 
     ./dev bench ingest                       # embedded Postgres, API started here
     ./dev bench ingest --database-url postgresql://127.0.0.1:5432/test
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import threading
 import time
 import uuid
@@ -187,6 +190,8 @@ def main() -> None:
     ap.add_argument("--batch-clients", type=int, default=4, help="Concurrent clients for batches.")
     ap.add_argument("--size", type=int, default=10_000, help="Approximate bytes per trajectory.")
     ap.add_argument("--api-workers", type=int, default=2, help="API processes when the API is started here.")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="Repeat single / batched / raw this many times (fresh rows each); the targets use medians.")
     args = ap.parse_args()
 
     import orjson
@@ -195,44 +200,58 @@ def main() -> None:
     from app.trajectories.service import prepare
 
     run = uuid.uuid4().hex[:6]
-    single = [make_trajectory(i, f"{run}s", args.size) for i in range(args.single)]
-    batched = [make_trajectory(i, f"{run}b", args.size) for i in range(args.batched)]
-    raw_items = [make_trajectory(i, f"{run}r", args.size) for i in range(args.batched)]
-    avg_bytes = sum(len(orjson.dumps(t)) for t in batched[:200]) / min(200, len(batched))
-    single_bodies = [orjson.dumps(t) for t in single]
-    chunks = [batched[i:i + args.batch_size] for i in range(0, len(batched), args.batch_size)]
-    batch_bodies = [orjson.dumps({"items": c}) for c in chunks]
+    rounds = max(1, args.rounds)
     settings = Settings()
-    raw_prepared = [{"row": (p := prepare(t, settings, raw=orjson.dumps(t).decode(), clean=True)).row, "spans": p.spans}
-                    for t in raw_items]
-    raw_batches = [raw_prepared[i:i + args.batch_size] for i in range(0, len(raw_prepared), args.batch_size)]
+    # Each round posts its own trajectories (new external ids), so no round replays an earlier one.
+    plans = []
+    for r in range(rounds):
+        single = [make_trajectory(i, f"{run}s{r}", args.size) for i in range(args.single)]
+        batched = [make_trajectory(i, f"{run}b{r}", args.size) for i in range(args.batched)]
+        raw_items = [make_trajectory(i, f"{run}r{r}", args.size) for i in range(args.batched)]
+        chunks = [batched[i:i + args.batch_size] for i in range(0, len(batched), args.batch_size)]
+        raw_prepared = [{"row": (p := prepare(t, settings, raw=orjson.dumps(t).decode(), clean=True)).row,
+                         "spans": p.spans} for t in raw_items]
+        plans.append({
+            "single": [orjson.dumps(t) for t in single],
+            "batches": [orjson.dumps({"items": c}) for c in chunks],
+            "raw": [raw_prepared[i:i + args.batch_size] for i in range(0, len(raw_prepared), args.batch_size)],
+        })
+    avg_bytes = sum(len(orjson.dumps(t)) for t in batched[:200]) / min(200, len(batched))
 
     def measure(base: str, db_url: str) -> None:
         # warm-up: connections, caches
         bench_api_single(base, args.api_key, [orjson.dumps(make_trajectory(i, f"{run}w", args.size))
                                               for i in range(50)], 4)
-        s_sec, s_lat = bench_api_single(base, args.api_key, single_bodies, args.clients)
-        b_sec, b_lat = bench_api_batch(base, args.api_key, batch_bodies, args.batch_clients)
-        r_sec = bench_raw_insert(db_url, raw_batches, args.batch_clients)
-        api_rate = len(batched) / b_sec
-        raw_rate = len(raw_items) / r_sec
+        rows, ratios, p99s, rates = [], [], [], []
+        for r, plan in enumerate(plans, 1):
+            # The three phases back to back, then again: the machine's drift hits API and raw alike.
+            s_sec, s_lat = bench_api_single(base, args.api_key, plan["single"], args.clients)
+            b_sec, b_lat = bench_api_batch(base, args.api_key, plan["batches"], args.batch_clients)
+            r_sec = bench_raw_insert(db_url, plan["raw"], args.batch_clients)
+            api_rate, raw_rate = args.batched / b_sec, args.batched / r_sec
+            ratios.append(api_rate / raw_rate)
+            p99s.append(percentile(s_lat, 99))
+            rates.append(api_rate)
+            rows += [
+                [r, "API single POST", args.clients, args.single, args.single / s_sec,
+                 args.single * avg_bytes / s_sec / 1e6, percentile(s_lat, 50) * 1000, percentile(s_lat, 99) * 1000,
+                 "-"],
+                [r, "API batch POST", args.batch_clients, args.batched, api_rate,
+                 args.batched * avg_bytes / b_sec / 1e6, percentile(b_lat, 50) * 1000, percentile(b_lat, 99) * 1000,
+                 f"{api_rate / raw_rate:.0%}"],
+                [r, "raw multi-row INSERT", args.batch_clients, args.batched, raw_rate,
+                 args.batched * avg_bytes / r_sec / 1e6, "-", "-", "-"],
+            ]
         print(f"\ntrajectory size ≈ {avg_bytes / 1000:.1f} KB, batch size {args.batch_size}, "
-              f"API processes {args.api_workers}")
-        print_table("Ingest (DESIGN.md §8)", ["mode", "clients", "trajectories", "traj/s", "MB/s",
-                                                "p50 ms", "p99 ms"], [
-            ["API single POST", args.clients, len(single), len(single) / s_sec,
-             len(single) * avg_bytes / s_sec / 1e6, percentile(s_lat, 50) * 1000, percentile(s_lat, 99) * 1000],
-            ["API batch POST", args.batch_clients, len(batched), api_rate, len(batched) * avg_bytes / b_sec / 1e6,
-             percentile(b_lat, 50) * 1000, percentile(b_lat, 99) * 1000],
-            ["raw multi-row INSERT", args.batch_clients, len(raw_items), raw_rate,
-             len(raw_items) * avg_bytes / r_sec / 1e6, "-", "-"],
-        ])
-        print_table("Targets", ["figure", "measured", "target", "met"], [
-            ["batched traj/s", f"{api_rate:,.0f}", "≥ 1,000", "yes" if api_rate >= 1000 else "NO"],
-            ["batched / raw INSERT", f"{api_rate / raw_rate:.0%}", "≥ 50% (issue #13: keep ≥ 90%)",
-             "yes" if api_rate >= 0.5 * raw_rate else "NO"],
-            ["single p99 (8 clients)", f"{percentile(s_lat, 99) * 1000:.1f} ms", "≤ 50 ms",
-             "yes" if percentile(s_lat, 99) <= 0.05 else "NO"],
+              f"API processes {args.api_workers}, rounds {rounds}")
+        print_table("Ingest (DESIGN.md §8)", ["round", "mode", "clients", "trajectories", "traj/s", "MB/s",
+                                                "p50 ms", "p99 ms", "batch/raw"], rows)
+        ratio, p99, rate = statistics.median(ratios), statistics.median(p99s), statistics.median(rates)
+        print_table(f"Targets (median of {rounds} rounds)", ["figure", "measured", "target", "met"], [
+            ["batched traj/s", f"{rate:,.0f}", "≥ 1,000", "yes" if rate >= 1000 else "NO"],
+            ["batched / raw INSERT", f"{ratio:.0%}", "≥ 50% (issue #13: keep ≥ 90%)",
+             "yes" if ratio >= 0.5 else "NO"],
+            ["single p99 (8 clients)", f"{p99 * 1000:.1f} ms", "≤ 50 ms", "yes" if p99 <= 0.05 else "NO"],
         ])
 
     if args.api:
