@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from app import idempotency
 from app.auth import Admin, Principal, require, require_any
 from app.datasets import repository as repo
 from app.datasets import service
@@ -39,14 +40,28 @@ NDJSON = "application/x-ndjson"
 
 
 @router.post("", status_code=201, response_model=DatasetRead,
-             responses={422: {"description": "Invalid request, or empty_dataset: the filter selects nothing."}})
-def create_dataset(body: DatasetCreate, response: Response, session: SessionDep, principal: Curator) -> Any:
+             responses={200: {"description": "A replay (same Idempotency-Key and body): the snapshot made first."},
+                        409: {"description": "idempotency_key_reused: the key was used with another body."},
+                        422: {"description": "Invalid request, or empty_dataset: the filter selects nothing."}})
+def create_dataset(body: DatasetCreate, request: Request, response: Response, session: SessionDep,
+                   principal: Curator, idempotency_key: idempotency.IdempotencyKey = None) -> Any:
     """Freeze the trajectories the filter selects (default: approved only) into an immutable
     snapshot pinned to their current span revisions, with a seeded train/eval split, statistics and
-    a content hash."""
+    a content hash. With an `Idempotency-Key`, a retried request answers the snapshot it made first
+    instead of freezing a second one."""
+    ttl = request.app.state.settings.idempotency_ttl_seconds
+    scoped, replay = idempotency.reserve(session, principal, idempotency_key, "datasets.create",
+                                         body.model_dump(mode="json"), ttl)
+    if replay is not None:
+        response.status_code = 200
+        response.headers["Location"] = f"/v1/datasets/{replay['id']}"
+        return replay
     row = service.create(session, body, principal.key_id)
+    out = DatasetRead.model_validate(service.to_read(row, 0)).model_dump(mode="json")
+    if scoped is not None:
+        idempotency.store(session, scoped, 201, out)
     response.headers["Location"] = f"/v1/datasets/{row.id}"
-    return service.to_read(row, 0)
+    return out
 
 
 @router.get("", response_model=DatasetPage)
