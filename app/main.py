@@ -30,6 +30,7 @@ from app.limits import Limiter
 from app.notify import JOB_EVENTS_CHANNEL, KEYS_CHANNEL, Handler, JobWaiters, Listener
 from app.observability import ObservabilityMiddleware
 from app.openapi import document_problems
+from app.traces.routes import router as traces_router
 from app.trajectories.routes import router as trajectories_router
 from app.trajectories.schemas import TrajectoryCreate
 
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(health.router)
     app.include_router(keys_router)
     app.include_router(trajectories_router)
+    app.include_router(traces_router)
     app.include_router(annotations_router)
     app.include_router(datasets_router)
     app.include_router(jobs_router)

@@ -45,11 +45,18 @@ class Span(TypedDict):
 
 
 class ToolCall(TypedDict):
-    """A structured tool call kept beside the rendered text; ``arguments`` exactly as received."""
+    """A structured tool call kept beside the rendered text.
+
+    ``arguments``: the value (a JSON string as received is parsed; one that does not parse stays a
+    string). ``raw_arguments``: the arguments string exactly as received, when the format sent one
+    (OpenAI ``function.arguments``). The database may reorder ``arguments``' keys; the rendered text
+    and ``raw_arguments`` keep the order as received, and exports read those (``split_calls``).
+    """
 
     id: str | None
     name: str
     arguments: Any
+    raw_arguments: NotRequired[str]
 
 
 class Message(TypedDict):
@@ -57,6 +64,19 @@ class Message(TypedDict):
 
     ``loss: false`` marks a message that is never trained (ShareGPT's per-turn flag);
     ``raw_tool_calls`` keeps a smolagents tool-call log that is not in the usual shape, verbatim.
+    ``calls_at``: where the rendered Hermes blocks of ``tool_calls`` start in ``text`` (they run to
+    its end, joined by "\\n"); absent when the calls are kept as structure only (smolagents steps
+    whose text shows the action).
+    ``parts`` (anthropic, openai-responses assistant messages): the source's blocks / items in order,
+    each with the fields that are not in ``text`` kept verbatim (signatures, redacted or encrypted
+    reasoning, item ids) and its ``length`` in ``text``, so export rebuilds them in order.
+    ``is_error`` (anthropic tool results): the ``tool_result`` block's flag, as received.
+    ``observation: true`` (user messages): the message feeds an observation back (the log's own
+    mark, e.g. SWE-agent's ``message_type``, or the request option ``observation_role: "user"``).
+    ``tool_call_ids`` (tool messages): the calls a result answers when the log links it to several
+    (SWE-agent); one id is kept as ``tool_call_id``.
+    ``thinking_blocks`` (swe-agent assistant messages): the history item's thinking blocks verbatim
+    (their reasoning is rendered at the start of ``text``).
     """
 
     role: Role
@@ -66,6 +86,12 @@ class Message(TypedDict):
     name: NotRequired[str]
     loss: NotRequired[bool]
     raw_tool_calls: NotRequired[str]
+    calls_at: NotRequired[int]
+    parts: NotRequired[list[dict[str, Any]]]
+    is_error: NotRequired[bool]
+    observation: NotRequired[bool]
+    tool_call_ids: NotRequired[list[str]]
+    thinking_blocks: NotRequired[list[dict[str, Any]]]
 
 
 class DatasetRecord(TypedDict):

@@ -6,13 +6,21 @@ Two shapes, one JSON object per line:
   complexity, split, source, task_type, outcome, reward, teacher_model, span_revision}`` with
   canonical messages and the pinned spans, exactly as the trainer consumes it.
 - ``openai``: the chat fine-tuning shape that OpenAI fine-tuning and TRL's SFTTrainer read:
-  ``{"messages": [{role, content, tool_calls?, tool_call_id?, weight?}], "tools"?}``. An
-  assistant message whose canonical text ends with its rendered Hermes tool-call blocks gets its
-  ``tool_calls`` back in OpenAI shape (``arguments`` as a JSON string) and ``content`` = the free
-  text before the blocks (null when there is none). A tool message keeps ``tool_call_id`` when it
-  answers a call emitted earlier in the conversation. An assistant message holding no reason or
-  action span gets ``"weight": 0`` (never trained); the per-message weight cannot express masks
-  inside a message, so those live only in the ``jsonl`` export.
+  ``{"messages": [{role, content, tool_calls?, tool_call_id?, weight?}], "tools"?}``, made to pass
+  OpenAI's fine-tuning file checks. An assistant message whose tool calls are rendered in its text
+  gets them back in OpenAI shape, read from the stored structure (``contract.formats.base.split_calls``:
+  arguments in the order received, never rebuilt by comparing strings), ``arguments`` always a JSON
+  string (as received when it was one; a value that is not JSON becomes a JSON string literal), and
+  ``content`` = the free text before the calls (null when there is none); a call without an id gets
+  ``call_<message>_<n>``, and an id already used in the line is renamed the same way. A tool message
+  answers a pending call of the assistant message just before it (its own ``tool_call_id``, or the
+  next unanswered call when it has none, as ShareGPT observations do); a tool message that answers no
+  call (ReAct observations, smolagents tool responses, a stray one) becomes a ``user`` message with
+  the same content. Empty system, user and assistant messages are left out (OpenAI refuses empty
+  content; they carry nothing to learn). An assistant message holding no reason or action span gets
+  ``"weight": 0`` (never trained); the per-message weight cannot express masks inside a message, so
+  those live only in the ``jsonl`` export. ``tools`` are written in the chat shape
+  (``contract.formats.parts.chat_tools``: Anthropic and Responses definitions rewritten, server tools left out).
 
 The API streams an export page by page (``read_page``): each page of ``PAGE_RECORDS`` records is
 read in a short transaction of its own, so a stream holds no database connection while it waits
@@ -24,6 +32,7 @@ stream is cut off without its final chunk, which HTTP clients report as an incom
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -32,9 +41,9 @@ import orjson
 from sqlalchemy.orm import Session
 
 from app.datasets import records
-from contract.formats.base import export_arguments
-from contract.formats.openai import split_calls
-from contract.spans import SUPERVISED_KINDS, DatasetRecord
+from contract.formats.base import split_calls, try_json
+from contract.formats.parts import chat_tools
+from contract.spans import SUPERVISED_KINDS, DatasetRecord, ToolCall
 
 CHUNK_BYTES = 64 * 1024
 PAGE_RECORDS = 128
@@ -44,34 +53,60 @@ class DatasetGone(RuntimeError):
     """The dataset was deleted while it was being exported."""
 
 
+def openai_arguments_json(call: ToolCall) -> str:
+    """A call's ``arguments`` as the JSON string OpenAI expects (see the module docstring)."""
+    raw = call.get("raw_arguments")
+    if raw is not None and try_json(raw)[0]:
+        return raw
+    value = call["arguments"]
+    if isinstance(value, str) and try_json(value)[0]:
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
 def openai_record(record: DatasetRecord) -> dict[str, Any]:
     """One dataset record in the OpenAI / TRL chat fine-tuning shape."""
     supervised = {s["message"] for s in record["spans"] if s["kind"] in SUPERVISED_KINDS}
-    emitted: set[str] = set()
+    used: set[str] = set()
+    pending: list[tuple[str | None, str]] = []  # (stored id, id in the line) of calls not answered yet
     out: list[dict[str, Any]] = []
     for i, msg in enumerate(record["messages"]):
-        role = msg["role"]
+        role, text = msg["role"], msg["text"]
+        if role == "tool":
+            wanted = msg.get("tool_call_id")
+            match = next((p for p in pending if wanted is None or p[0] == wanted), None)
+            if match is None:
+                out.append({"role": "user", "content": text})
+            else:
+                pending.remove(match)
+                out.append({"role": "tool", "content": text, "tool_call_id": match[1]})
+            continue
+        pending = []
         if role != "assistant":
-            item: dict[str, Any] = {"role": role, "content": msg["text"]}
-            if role == "tool" and msg.get("tool_call_id") in emitted:
-                item["tool_call_id"] = msg["tool_call_id"]
-            out.append(item)
+            if text:
+                out.append({"role": role, "content": text})
             continue
         free, calls = split_calls(msg)
-        item = {"role": "assistant", "content": free if free or not calls else None}
+        if not free and not calls:
+            continue
+        item: dict[str, Any] = {"role": "assistant", "content": free or None}
         if calls:
             item["tool_calls"] = []
             for n, call in enumerate(calls):
-                call_id = call["id"] if call["id"] is not None else f"call_{i}_{n}"
-                emitted.add(call_id)
+                call_id = call["id"] if call["id"] is not None and call["id"] not in used else f"call_{i}_{n}"
+                while call_id in used:
+                    call_id += "_"
+                used.add(call_id)
+                pending.append((call["id"], call_id))
                 item["tool_calls"].append({"id": call_id, "type": "function", "function": {
-                    "name": call["name"], "arguments": export_arguments(call["arguments"])}})
+                    "name": call["name"], "arguments": openai_arguments_json(call)}})
         if i not in supervised:
             item["weight"] = 0
         out.append(item)
     result: dict[str, Any] = {"messages": out}
-    if record["tools"] is not None:
-        result["tools"] = record["tools"]
+    tools = chat_tools(record["tools"])  # Anthropic / Responses definitions in the chat shape
+    if tools:
+        result["tools"] = tools
     return result
 
 

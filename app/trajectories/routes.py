@@ -134,7 +134,8 @@ def _create_batch_in(session: Session, payload: dict[str, Any], clean: bool,
             kind = "created" if o.status == 201 else "replayed"
             counts[kind] += 1
             TRAJECTORIES_INGESTED.labels(format=fmt, result=kind).inc()
-            results.append(BatchItemResult(index=i, status=o.status, id=o.receipt.id, created=o.receipt.created))
+            results.append(BatchItemResult(index=i, status=o.status, id=o.receipt.id, created=o.receipt.created,
+                                           sanitized=o.receipt.sanitized))
     out = BatchResult(items=results, **counts).model_dump(mode="json")
     if scoped is not None:
         idempotency.store(session, scoped, 200, out)

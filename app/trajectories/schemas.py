@@ -3,7 +3,9 @@
 The request is the envelope (source, ids, outcome, tags, metadata, optional client spans) plus
 the format's own top-level fields exactly as the source tools write them: ``messages`` (+
 ``tools``) for openai and smolagents, ``text`` for react, ``conversations`` (+ ``system``,
-``tools``) for sharegpt. Their inner shape is checked by the format parsers.
+``tools``) for sharegpt, ``messages`` (+ ``system``, ``tools``) for anthropic, ``input`` /
+``output`` (+ ``instructions``, ``tools``) for openai-responses. Their inner shape is checked by the
+format parsers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from contract.formats import FORMATS
 from contract.spans import KINDS
 
-Format = Literal["openai", "react", "smolagents", "sharegpt"]
+Format = Literal["openai", "react", "smolagents", "sharegpt", "anthropic", "openai-responses", "swe-agent",
+                 "otlp"]
 Outcome = Literal["success", "failure", "unknown"]
 Status = Literal["pending", "in_review", "approved", "rejected"]
 # contract.spans.SpanKind spelled as a Literal for pydantic: the OpenAPI schema keeps an inline enum and a
@@ -67,7 +70,19 @@ class TrajectoryCreate(BaseModel):
     tools: Any | None = Field(None, description="Tool definitions (openai: JSON schema; sharegpt: JSON string).")
     text: str | None = Field(None, description="react: the ReAct transcript.")
     conversations: list[Any] | None = Field(None, description="sharegpt turns {from, value, loss?}.")
-    system: str | None = Field(None, description="sharegpt: the system prompt.")
+    system: str | list[Any] | None = Field(
+        None, description="sharegpt: the system prompt; anthropic: a string or text blocks.")
+    instructions: str | None = Field(None, description="openai-responses: the system prompt.")
+    input: str | list[Any] | None = Field(None, description="openai-responses: the request's input items.")
+    output: list[Any] | None = Field(None, description="openai-responses: the response's output items.")
+    history: list[Any] | None = Field(None, description="swe-agent: the .traj file's history.")
+    trajectory: list[Any] | None = Field(None, description="swe-agent: the .traj file's trajectory steps.")
+    info: dict[str, Any] | None = Field(None, description="swe-agent: the .traj file's info (kept, not read).")
+    environment: str | None = Field(None, description="swe-agent: the .traj file's environment (kept, not read).")
+    replay_config: Any | None = Field(None, description="swe-agent: the .traj file's replay_config (kept, not read).")
+    observation_role: Literal["user"] | None = Field(
+        None, description='"user": the user turns after the first assistant turn feed observations back '
+                          "(text-command agents such as mini-swe-agent); they get observation spans.")
 
 
 class TrajectoryReceipt(BaseModel):
@@ -79,6 +94,9 @@ class TrajectoryReceipt(BaseModel):
     n_messages: int
     n_spans: int
     content_sha256: str
+    sanitized: int = Field(0, description="Characters of never-trained text (tool output, observations) "
+                                          "that could not be stored (NUL, lone surrogates) and were "
+                                          "replaced by U+FFFD; 0 when none.")
 
 
 class BatchItemResult(BaseModel):
@@ -86,6 +104,7 @@ class BatchItemResult(BaseModel):
     status: int = Field(description="HTTP status this item would have had alone (201, 200, 409, 413, 422).")
     id: uuid.UUID | None = None
     created: bool | None = None
+    sanitized: int | None = Field(None, description="As in the single receipt; absent for a failed item.")
     error: dict[str, Any] | None = Field(None, description="problem+json body for a failed item.")
 
 

@@ -30,7 +30,9 @@ from contract.pglimits import index_key_error, json_error
 from contract.spans import Span, SpanKind, validate_spans
 from contract.validation import pydantic_errors
 
-_PARSED_BY_FORMAT = frozenset({"messages", "conversations", "text"})
+# The request fields some format parser reads (the parsers check every string they keep and sanitize tool
+# output); the rest of the request is checked for unstorable values here.
+_PARSED_BY_FORMAT = frozenset({"messages", "conversations", "text", "history", "trajectory", "input", "output"})
 _ENVELOPE = {"format", "source", "external_id", "teacher_model", "task", "task_type", "outcome",
              "reward", "tags", "metadata", "spans"}
 
@@ -63,6 +65,7 @@ class Prepared:
     row: dict[str, Any]  # the trajectory's columns (``repository.insert_trajectories``)
     spans: list[Span]
     span_source: str
+    sanitized: int = 0  # never-trained characters replaced by U+FFFD (``contract.formats.base.sanitize``)
 
 
 def prepare(item: Any, settings: Settings, *, raw: str | None = None, clean: bool = False) -> Prepared:
@@ -157,7 +160,7 @@ def prepare(item: Any, settings: Settings, *, raw: str | None = None, clean: boo
         "status": "pending",
         "span_revision": 1,
     }
-    return Prepared(row=row, spans=spans, span_source=span_source)
+    return Prepared(row=row, spans=spans, span_source=span_source, sanitized=parsed.sanitized)
 
 
 @dataclass
@@ -167,14 +170,14 @@ class Outcome:
     error: AppError | None = None
 
 
-def _receipt(row: Any, created: bool, n_spans: int) -> TrajectoryReceipt:
+def _receipt(row: Any, created: bool, n_spans: int, sanitized: int) -> TrajectoryReceipt:
     def get(key: str) -> Any:
         return row[key] if isinstance(row, dict) else getattr(row, key)
 
     return TrajectoryReceipt(
         id=get("id"), source=get("source"), external_id=get("external_id"), created=created,
         span_revision=get("span_revision"), n_messages=get("n_messages"),
-        n_spans=n_spans, content_sha256=get("content_sha256"),
+        n_spans=n_spans, content_sha256=get("content_sha256"), sanitized=sanitized,
     )
 
 
@@ -195,6 +198,7 @@ def ingest(session: Session, items: list[Any], settings: Settings, principal: Pr
     """
     outcomes: list[Outcome | None] = [None] * len(items)
     prepared: dict[int, Prepared] = {}
+    sanitized: dict[int, int] = {}  # per valid item, replays and in-batch duplicates included
     first_of_key: dict[tuple[str, str], int] = {}
     for i, item in enumerate(items):
         try:
@@ -204,6 +208,7 @@ def ingest(session: Session, items: list[Any], settings: Settings, principal: Pr
         except AppError as err:
             outcomes[i] = Outcome(err.status, error=err)
             continue
+        sanitized[i] = p.sanitized
         key = (p.row["source"], p.row["external_id"])
         if p.row["external_id"] is not None and key in first_of_key:
             continue  # a duplicate inside this batch; resolved against the first below
@@ -219,7 +224,7 @@ def ingest(session: Session, items: list[Any], settings: Settings, principal: Pr
                                         [p.span_source for p in batch], principal.key_id)
     for i, p in prepared.items():
         if p.row["id"] in inserted:
-            outcomes[i] = Outcome(201, receipt=_receipt(p.row, True, len(p.spans)))
+            outcomes[i] = Outcome(201, receipt=_receipt(p.row, True, len(p.spans), p.sanitized))
 
     # Everything not inserted is a replay (same request hash) or a clash with stored content.
     pending = [i for i, o in enumerate(outcomes) if o is None]
@@ -237,7 +242,7 @@ def ingest(session: Session, items: list[Any], settings: Settings, principal: Pr
             if row is None:  # deleted concurrently; treat as a conflict the client can retry
                 outcomes[i] = Outcome(409, error=Conflict("The trajectory changed concurrently; retry."))
             elif row.request_sha256 == digest:
-                outcomes[i] = Outcome(200, receipt=_receipt(row, False, row.n_spans))
+                outcomes[i] = Outcome(200, receipt=_receipt(row, False, row.n_spans, sanitized.get(i, 0)))
             else:  # the stored trajectory's id only for a key that may read it
                 shown: dict[str, Any] = {"existing_id": str(row.id)} if principal.may_read_trajectories() else {}
                 outcomes[i] = Outcome(409, error=Conflict(

@@ -2,7 +2,7 @@
 messages plus auto spans, `export(fmt, …)` writes canonical messages back in a format's own fields
 (parse → export → parse gives byte-identical messages and the same auto spans), and
 `canonical_sha256` fingerprints canonical messages. Each format module documents its rules; the
-shared segmentation rules are in `base`. Pure Python: no database, web framework or torch."""
+shared segmentation rules are in `segment`. Pure Python: no database, web framework or torch."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from typing import Any
 
 import orjson
 
-from contract.formats import openai, react, sharegpt, smolagents
+from contract.formats import anthropic, openai, otlp, react, responses, sharegpt, smolagents, swe_agent
 from contract.formats.base import FormatError, ParsedTrajectory, fail, json_type
+from contract.formats.segment import observations_in_user_turns
 from contract.spans import Message, Span
 
 _REGISTRY: dict[str, ModuleType] = {"openai": openai, "react": react, "smolagents": smolagents,
-                                    "sharegpt": sharegpt}
+                                    "sharegpt": sharegpt, "anthropic": anthropic,
+                                    "openai-responses": responses, "swe-agent": swe_agent, "otlp": otlp}
 FORMATS: tuple[str, ...] = tuple(_REGISTRY)
 
 
@@ -31,18 +33,35 @@ def _module(fmt: str) -> ModuleType:
 
 
 def parse(fmt: str, payload: dict[str, Any]) -> ParsedTrajectory:
-    """Canonical messages, auto spans and tools of `payload`; bad input raises FormatError only."""
+    """Canonical messages, auto spans and tools of `payload`; bad input raises FormatError only.
+
+    `payload["observation_role"]` (the request option, any format): "user" says the user messages
+    after the first trained assistant message feed observations back (they are marked
+    `"observation": true` and get observation spans; see `segment`); null or absent: only the log's
+    own marks count.
+    """
     module = _module(fmt)
     if not isinstance(payload, dict):
         fail("payload", "invalid_type", f"must be an object, got {json_type(payload)}")
-    parsed: ParsedTrajectory = module.parse(payload)
+    role = payload.get("observation_role")
+    if role not in (None, "user"):
+        fail("observation_role", "invalid_value", f'must be "user" or null, got {role!r}')
+    if "observation_role" in payload:
+        payload = {k: v for k, v in payload.items() if k != "observation_role"}
+    with observations_in_user_turns(role == "user"):
+        parsed: ParsedTrajectory = module.parse(payload)
     return parsed
 
 
 def export(fmt: str, messages: Sequence[Message], tools: list[Any] | None,
            spans: Sequence[Span] | None = None) -> dict[str, Any]:
-    """The format's own fields for canonical `messages`. No format can carry spans; `spans` is ignored."""
-    result: dict[str, Any] = _module(fmt).export(messages, tools)
+    """The format's own fields for canonical `messages`. No format can carry spans; `spans` is ignored.
+    Messages marked as observations add `observation_role: "user"` unless the format writes the
+    marks itself (`MARKS_OBSERVATION_USERS`)."""
+    module = _module(fmt)
+    result: dict[str, Any] = module.export(messages, tools)
+    if not getattr(module, "MARKS_OBSERVATION_USERS", False) and any(m.get("observation") for m in messages):
+        result["observation_role"] = "user"
     return result
 
 

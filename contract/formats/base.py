@@ -1,6 +1,12 @@
 """Shared pieces of the trajectory format layer: the error and result types, checked access to
-request fields (every failure is a `FormatError` naming a path into the request) and the Hermes
-rendering of tool calls. The rule-based segmenter that proposes auto spans is in `segment`.
+request fields (every failure is a `FormatError` naming a path into the request), the Hermes
+rendering of tool calls and reading them back (`split_calls`), and the sanitizing of text that is
+never trained. The rule-based segmenter that proposes auto spans is in `segment`.
+
+Sanitize, don't refuse: text that is never trained (tool output, observations) goes through
+`observation_text` / `observation_content`, which replace NUL and lone surrogates (what Postgres
+cannot store) by U+FFFD and count them; a parser adds the counts to `ParsedTrajectory.sanitized`,
+which the API's receipt reports. Everything else (`req_str`, `content_text`) stays strict.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from contract.pglimits import JSON_INT_MAX, JSON_INT_MIN, MAX_JSON_DEPTH, UNSTORABLE
-from contract.spans import Message, Span
+from contract.spans import Message, Span, ToolCall
 from contract.validation import FieldError
 
 _UNSTORABLE = UNSTORABLE  # NUL and lone UTF-16 surrogates: Postgres stores neither in text or jsonb
@@ -30,11 +36,13 @@ class FormatError(ValueError):
 
 @dataclass
 class ParsedTrajectory:
-    """Canonical messages, their auto spans, and the tool definitions (None when absent)."""
+    """Canonical messages, their auto spans, the tool definitions (None when absent), and how many
+    characters of never-trained text were replaced by U+FFFD (`sanitize`)."""
 
     messages: list[Message]
     spans: list[Span]
     tools: list[Any] | None = None
+    sanitized: int = 0
 
 
 def fail(field: str, code: str, message: str) -> NoReturn:
@@ -60,11 +68,16 @@ def json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def refuse_character(value: str, offset: int, field: str) -> NoReturn:
+    """The error for the unstorable character at value[offset] in text that is not sanitized."""
+    what = "U+0000 (NUL)" if value[offset] == "\x00" else "a lone UTF-16 surrogate"
+    fail(field, "invalid_character", f"contains {what} at offset {offset}, which cannot be stored")
+
+
 def _check_chars(value: str, field: str) -> str:
     bad = _UNSTORABLE.search(value)
     if bad:
-        what = "U+0000 (NUL)" if bad.group() == "\x00" else "a lone UTF-16 surrogate"
-        fail(field, "invalid_character", f"contains {what} at offset {bad.start()}, which cannot be stored")
+        refuse_character(value, bad.start(), field)
     return value
 
 
@@ -107,24 +120,54 @@ def req_dict(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
-def content_text(content: Any, field: str) -> str:
-    """Message content as text: a string, null (→ ""), or text parts joined with "\\n" (as vLLM does)."""
+def sanitize(text: str) -> tuple[str, int]:
+    """`text` with NUL and lone surrogates replaced by U+FFFD (same length), and how many were replaced."""
+    if _UNSTORABLE.search(text) is None:
+        return text, 0
+    return _UNSTORABLE.subn("\ufffd", text)
+
+
+def observation_text(value: Any, field: str) -> tuple[str, int]:
+    """A required string that is never trained (tool output, an observation), sanitized: (text, replaced)."""
+    if value is None:
+        fail(field, "missing_field", "is required")
+    if not isinstance(value, str):
+        fail(field, "invalid_type", f"must be a string, got {json_type(value)}")
+    return sanitize(value)
+
+
+def _content(content: Any, field: str, strict: bool) -> tuple[str, int]:
     if content is None:
-        return ""
+        return "", 0
     if isinstance(content, str):
-        return _check_chars(content, field)
+        return (_check_chars(content, field), 0) if strict else sanitize(content)
     if not isinstance(content, list):
         fail(field, "invalid_type",
              f"must be a string, null or an array of text parts, got {json_type(content)}")
-    texts = []
+    texts, replaced = [], 0
     for k, part in enumerate(content):
         pf = f"{field}[{k}]"
         req_dict(part, pf)
         if part.get("type") != "text":
             fail(f"{pf}.type", "unsupported_content",
                  f"only text parts are supported, got type {part.get('type')!r}")
-        texts.append(req_str(part.get("text"), f"{pf}.text"))
-    return "\n".join(texts)
+        if strict:
+            texts.append(req_str(part.get("text"), f"{pf}.text"))
+        else:
+            text, n = observation_text(part.get("text"), f"{pf}.text")
+            texts.append(text)
+            replaced += n
+    return "\n".join(texts), replaced
+
+
+def content_text(content: Any, field: str) -> str:
+    """Message content as text: a string, null (→ ""), or text parts joined with "\\n" (as vLLM does)."""
+    return _content(content, field, strict=True)[0]
+
+
+def observation_content(content: Any, field: str) -> tuple[str, int]:
+    """`content_text` for text that is never trained, sanitized: (text, characters replaced)."""
+    return _content(content, field, strict=False)
 
 
 def is_json_value(value: Any, depth: int = ARGUMENTS_DEPTH) -> bool:
@@ -181,7 +224,8 @@ def try_json(text: str) -> tuple[bool, Any]:
 
 
 def parse_arguments(raw: Any, field: str) -> Any:
-    """Tool-call arguments: a JSON string is parsed (kept raw when it does not parse); an object as is."""
+    """Tool-call arguments: a JSON string is parsed (kept raw when it does not parse); an object as is.
+    (A caller keeps a string as received beside the value: `ToolCall.raw_arguments`.)"""
     if isinstance(raw, str):
         _check_chars(raw, field)
         ok, value = try_json(raw)
@@ -210,6 +254,81 @@ def render_tool_call(name: str, arguments: Any, field: str = "tool_calls") -> st
     except (ValueError, TypeError, RecursionError) as exc:
         fail(field, "invalid_value", f"cannot be rendered as JSON: {exc}")
     return "<tool_call>\n" + body + "\n</tool_call>"
+
+
+def render_calls(calls: list[ToolCall], field: str = "tool_calls") -> tuple[str, list[int]]:
+    """The Hermes blocks of `calls` joined by "\\n", and each block's length (for the segmenter)."""
+    blocks = [render_tool_call(c["name"], c["arguments"], field) for c in calls]
+    return "\n".join(blocks), [len(b) for b in blocks]
+
+
+def _blocks_from(text: str, at: int, n: int) -> list[Any] | None:
+    """The {"name", "arguments"} bodies of `n` Hermes blocks filling text[at:], in text order (each
+    body is one line: JSON escapes newlines), or None when text[at:] is not exactly that."""
+    lines = text[at:].split("\n")
+    if len(lines) != 3 * n:
+        return None
+    bodies = []
+    for k in range(n):
+        if lines[3 * k] != "<tool_call>" or lines[3 * k + 2] != "</tool_call>":
+            return None
+        ok, body = try_json(lines[3 * k + 1])
+        if not ok or not isinstance(body, dict) or "arguments" not in body:
+            return None
+        bodies.append(body)
+    return bodies
+
+
+def _legacy_calls_at(text: str, calls: list[ToolCall]) -> int | None:
+    """Where the blocks start in a message stored before `calls_at` existed: the last 3 lines per call,
+    when they are blocks naming the calls in order (smolagents messages, whose calls are not rendered,
+    end otherwise)."""
+    lines = text.split("\n")
+    n = 3 * len(calls)
+    if len(lines) < n:
+        return None
+    head = lines[: len(lines) - n]
+    at = len("\n".join(head)) + 1 if head else 0
+    bodies = _blocks_from(text, at, len(calls))
+    if bodies is None or [b.get("name") for b in bodies] != [c["name"] for c in calls]:
+        return None
+    return at
+
+
+def split_calls(msg: Message) -> tuple[str, list[ToolCall]]:
+    """(free text, tool calls) of a canonical assistant message, read from its structure, never by
+    re-rendering: the blocks start at `calls_at` and each call's `arguments` is read back from its
+    block, so keys come in the order received whatever the database did to `tool_calls`
+    (`raw_arguments` is kept). The free text drops the "\\n" that separates it from the blocks.
+    Calls that are not rendered in the text (smolagents) give (text, [])."""
+    text, calls = msg["text"], msg.get("tool_calls") or []
+    if not calls:
+        return text, []
+    at = msg.get("calls_at")
+    if not isinstance(at, int) or isinstance(at, bool):
+        at = _legacy_calls_at(text, calls) if "calls_at" not in msg else None
+    bodies = _blocks_from(text, at, len(calls)) if at is not None and 0 <= at <= len(text) else None
+    if at is None or bodies is None:
+        return text, []
+    out: list[ToolCall] = []
+    for call, body in zip(calls, bodies, strict=True):
+        item: ToolCall = {"id": call["id"], "name": call["name"], "arguments": body["arguments"]}
+        if "raw_arguments" in call:
+            item["raw_arguments"] = call["raw_arguments"]
+        out.append(item)
+    free = text[:at]
+    return (free[:-1] if free.endswith("\n") else free), out
+
+
+def openai_arguments(call: ToolCall) -> Any:
+    """The OpenAI `arguments` of a call read by `split_calls`, as received: the string when one came,
+    an object as the object (key order kept), any other value as the JSON string that
+    `parse_arguments` reads back into it."""
+    raw = call.get("raw_arguments")
+    if raw is not None:
+        return raw
+    value = call["arguments"]
+    return value if isinstance(value, dict) else export_arguments(value)
 
 
 def parse_tools(value: Any, field: str, *, allow_string: bool = False) -> list[Any] | None:

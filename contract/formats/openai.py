@@ -10,14 +10,20 @@ Canonical rules:
   {id, type: "function", function: {name, arguments}}; `arguments` is parsed when it is a JSON
   string (kept as the raw string when it does not parse; an object is taken as is). Legacy
   `function_call` {name, arguments} becomes one call with id None. Kept as
-  `tool_calls: [{id, name, arguments}]` (present only when non-empty).
+  `tool_calls: [{id, name, arguments, raw_arguments?}]` (present only when non-empty;
+  `raw_arguments` = the `arguments` string exactly as received) and `calls_at` = where the blocks
+  start in the text.
 - tool messages keep `tool_call_id` (must match a call id of an earlier assistant message) and `name`.
+- never-trained text is sanitized, not refused (`base.observation_content`): the content of tool
+  messages and of user messages that feed an observation back (their own mark, or the request's
+  `observation_role`); NUL and lone surrogates there become U+FFFD and are counted in `sanitized`.
 - auto spans: see `base` — reasoning block → reason, free text → reason (action when the message
   has no tool calls and is last or followed by a user/system message: the final answer; ReAct-style
   free text is segmented by its labels), each tool-call block → action, tool → observation, user
   text starting with "Observation:" → observation.
 Export writes everything as `content` (reasoning stays inline in the text), tool calls in OpenAI
-shape with `arguments` re-encoded as JSON, and `tools` as given.
+shape read back from the stored structure (`base.split_calls`: `arguments` as received, key order
+included), and `tools` as given.
 """
 
 from __future__ import annotations
@@ -26,25 +32,29 @@ from collections.abc import Sequence
 from typing import Any
 
 from contract.formats.base import (
-    FormatError,
     ParsedTrajectory,
     content_text,
-    export_arguments,
     fail,
+    observation_content,
+    openai_arguments,
     opt_str,
     parse_arguments,
     parse_tools,
-    render_tool_call,
+    render_calls,
     req_dict,
     req_list,
     req_role,
     req_str,
+    split_calls,
 )
 from contract.formats.segment import (
     auto_spans,
     hermes_assistant_spans,
+    is_observation_user,
 )
 from contract.spans import Message, Role, ToolCall
+
+__all__ = ["export", "parse", "split_calls"]  # split_calls: re-exported for the exporters that import it here
 
 _ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
                            "tool": "tool", "function": "tool"}
@@ -69,8 +79,11 @@ def _call(raw: Any, field: str, *, legacy: bool) -> ToolCall:
         fail(f"{fn_field}.name", "invalid_tool_call", "must not be empty")
     if "arguments" not in fn:
         fail(f"{fn_field}.arguments", "missing_field", "is required")
-    arguments = parse_arguments(fn["arguments"], f"{fn_field}.arguments")
-    return {"id": call_id, "name": name, "arguments": arguments}
+    given = fn["arguments"]
+    call: ToolCall = {"id": call_id, "name": name, "arguments": parse_arguments(given, f"{fn_field}.arguments")}
+    if isinstance(given, str):
+        call["raw_arguments"] = given
+    return call
 
 
 def _assistant(m: dict[str, Any], f: str) -> tuple[Message, list[int]]:
@@ -88,14 +101,14 @@ def _assistant(m: dict[str, Any], f: str) -> tuple[Message, list[int]]:
         calls = [_call(legacy, f"{f}.function_call", legacy=True)]
     else:
         calls = []
-    blocks = [render_tool_call(c["name"], c["arguments"], f"{f}.tool_calls") for c in calls]
     text = ("<think>\n" + reasoning + "\n</think>\n" if reasoning else "") + content
-    if blocks:
-        text += ("\n" if content else "") + "\n".join(blocks)
     msg: Message = {"role": "assistant", "text": text}
-    if calls:
-        msg["tool_calls"] = calls
-    return msg, [len(b) for b in blocks]
+    if not calls:
+        return msg, []
+    blocks, lens = render_calls(calls, f"{f}.tool_calls")
+    text += "\n" if content else ""
+    msg["text"], msg["tool_calls"], msg["calls_at"] = text + blocks, calls, len(text)
+    return msg, lens
 
 
 def parse(payload: dict[str, Any]) -> ParsedTrajectory:
@@ -104,6 +117,8 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     messages: list[Message] = []
     block_lens: list[list[int]] = []
     call_ids: set[str] = set()
+    sanitized = 0
+    unmarked: list[tuple[int, Any, str]] = []  # sanitized user turns, strict unless they are observations
     for i, m in enumerate(raw_messages):
         f = f"messages[{i}]"
         req_dict(m, f)
@@ -113,7 +128,13 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
             msg, lens = _assistant(m, f)
             call_ids.update(c["id"] for c in msg.get("tool_calls", ()) if c["id"] is not None)
         else:
-            msg = {"role": _ROLES[role], "text": content_text(m.get("content"), f"{f}.content")}
+            text, n = observation_content(m.get("content"), f"{f}.content")
+            if n and role in ("system", "developer"):
+                content_text(m.get("content"), f"{f}.content")  # context text: strict
+            if n and role == "user":
+                unmarked.append((len(messages), m.get("content"), f"{f}.content"))
+            sanitized += n
+            msg = {"role": _ROLES[role], "text": text}
             if msg["role"] == "tool":
                 call_id = opt_str(m.get("tool_call_id"), f"{f}.tool_call_id")
                 if call_id is not None:
@@ -127,28 +148,10 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
         messages.append(msg)
         block_lens.append(lens)
     spans = auto_spans(messages, lambda i, text, final: hermes_assistant_spans(text, block_lens[i], final))
-    return ParsedTrajectory(messages=messages, spans=spans, tools=tools)
-
-
-def split_calls(msg: Message) -> tuple[str, list[ToolCall]]:
-    """(free text, tool calls) of a canonical assistant message whose text ends with its rendered calls.
-
-    The free text drops the "\\n" separator. Messages whose calls are not rendered at the end of the
-    text (smolagents keeps them as structure only) give (text, []).
-    """
-    text, calls = msg["text"], msg.get("tool_calls") or []
-    if not calls:
-        return text, []
-    try:
-        blocks = "\n".join(render_tool_call(c["name"], c["arguments"]) for c in calls)
-    except FormatError:
-        return text, []
-    if not text.endswith(blocks):
-        return text, []
-    free = text[: len(text) - len(blocks)]
-    if free and not free.endswith("\n"):
-        return text, []
-    return free[:-1], calls
+    for i, content, field in unmarked:  # the segmenter has marked the observation user turns by now
+        if not is_observation_user(messages[i]):
+            content_text(content, field)
+    return ParsedTrajectory(messages=messages, spans=spans, tools=tools, sanitized=sanitized)
 
 
 def export(messages: Sequence[Message], tools: list[Any] | None) -> dict[str, Any]:
@@ -168,7 +171,7 @@ def export(messages: Sequence[Message], tools: list[Any] | None) -> dict[str, An
         if calls:
             item["tool_calls"] = [
                 {**({"id": c["id"]} if c["id"] is not None else {}), "type": "function",
-                 "function": {"name": c["name"], "arguments": export_arguments(c["arguments"])}}
+                 "function": {"name": c["name"], "arguments": openai_arguments(c)}}
                 for c in calls
             ]
         out.append(item)

@@ -18,6 +18,9 @@ FireAct way: "Thought 1:", "Action 2:", "Observation 2:"; matching is case-sensi
   end). So an observation may contain "Thought:" anywhere, even at the start of a line, and
   "Action Input:" lines; it ends at a line starting with "Action"/"Final Answer" or at the
   assistant's own last Thought before it, and it can never contain a line starting "Observation".
+- never-trained text is sanitized, not refused: NUL and lone surrogates inside a tool turn become
+  U+FFFD and are counted in `sanitized`; anywhere else in `text` (the question, assistant turns)
+  they are refused with their offset.
 - auto spans in assistant turns: text before the first label and Thought → reason; Action together
   with a following Action Input (multi-line JSON included) → action; Final Answer → action. Tool
   turns → observation. Labels and the "\\n" ending each segment belong to their span.
@@ -28,15 +31,17 @@ unnumbered), the first user message as `task`; system messages are dropped.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
 from contract.formats.base import (
     ParsedTrajectory,
     fail,
+    observation_text,
     opt_str,
     parse_tools,
-    req_str,
+    refuse_character,
 )
 from contract.formats.segment import (
     Label,
@@ -44,6 +49,7 @@ from contract.formats.segment import (
     is_observation_text,
     label_spans,
 )
+from contract.pglimits import UNSTORABLE
 from contract.spans import Message, Span, SpanKind
 
 _QUESTION = re.compile(r"Question:[ ]?")
@@ -70,7 +76,16 @@ def _turn_start(region: list[Label], region_end: int) -> int:
 
 
 def parse(payload: dict[str, Any]) -> ParsedTrajectory:
-    text = req_str(payload.get("text"), "text")
+    # One field holds every turn: each replaced character must sit in a tool turn (checked below).
+    text, sanitized = observation_text(payload.get("text"), "text")
+    given: str = payload["text"]
+    replaced = [m.start() for m in UNSTORABLE.finditer(given)] if sanitized else []
+
+    def strict(start: int, end: int) -> None:
+        k = bisect_left(replaced, start)
+        if k < len(replaced) and replaced[k] < end:
+            refuse_character(given, replaced[k], "text")
+
     if not text.strip():
         fail("text", "empty", "must not be empty")
     task = opt_str(payload.get("task"), "task")
@@ -80,6 +95,7 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     question = _QUESTION.match(text)
     if question:
         pos = labels[0][0] if labels else len(text)
+        strict(0, pos)
         if task is None:
             task = _piece(text, question.end(), pos)
     if task is None:
@@ -88,6 +104,7 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     spans: list[Span] = []
 
     def add_assistant(start: int, end: int, own: list[Label]) -> None:
+        strict(start, end)
         body = _piece(text, start, end)
         if body:
             shifted = [(s - start, e - start, name) for s, e, name in own]
@@ -111,7 +128,7 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
         add_assistant(start, region_end, [lab for lab in region if lab[0] >= start])
     if len(messages) == 1:
         fail("text", "empty", "has no Thought/Action/Observation content after the question")
-    return ParsedTrajectory(messages=messages, spans=spans, tools=tools)
+    return ParsedTrajectory(messages=messages, spans=spans, tools=tools, sanitized=sanitized)
 
 
 def export(messages: Sequence[Message], tools: list[Any] | None) -> dict[str, Any]:

@@ -6,7 +6,12 @@ Canonical rules:
   human → user, gpt → assistant, function_call → assistant, observation (or tool) → tool,
   system → system. `value` must be a string and is kept exactly.
 - function_call: `value` is JSON, one {"name", "arguments"} object or an array of them (parallel
-  calls); the text is their Hermes blocks joined by "\\n", kept as `tool_calls` with id None.
+  calls); the text is their Hermes blocks joined by "\\n", kept as `tool_calls` with id None (and
+  `calls_at` 0: the blocks are the whole text). `arguments` is kept as given (a string stays a string).
+- never-trained text is sanitized, not refused (`base.observation_text`): the values of observation
+  (and tool) turns and of human turns that feed an observation back (their own mark, or the
+  request's `observation_role`); NUL and lone surrogates there become U+FFFD and are counted in
+  `sanitized`.
 - `loss`: true/false is kept on the message as "loss"; null or absent → no key. A message with
   "loss": false gets no spans (context only).
 - auto spans: a gpt turn in ReAct style (labels at line start) is segmented like a react assistant
@@ -14,7 +19,8 @@ Canonical rules:
   answer (last turn, or followed by a human/system turn), else reason; function_call blocks →
   action each; observation → observation; human text starting with "Observation:" → observation.
 Export writes the first non-empty system message as `system`, `loss` flags from the messages,
-tool calls as function_call turns (free text before them as a gpt turn), `tools` as a JSON string.
+tool calls as function_call turns (free text before them as a gpt turn) read back from the stored
+structure (`base.split_calls`: arguments in the order received), `tools` as a JSON string.
 """
 
 from __future__ import annotations
@@ -29,19 +35,21 @@ from contract.formats.base import (
     fail,
     is_json_value,
     json_type,
+    observation_text,
     opt_str,
     parse_tools,
-    render_tool_call,
+    render_calls,
     req_dict,
     req_list,
     req_role,
     req_str,
+    split_calls,
     try_json,
 )
-from contract.formats.openai import split_calls
 from contract.formats.segment import (
     auto_spans,
     hermes_assistant_spans,
+    is_observation_user,
 )
 from contract.spans import Message, Role, ToolCall
 
@@ -79,20 +87,26 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     tools = parse_tools(payload.get("tools"), "tools", allow_string=True)
     messages: list[Message] = [{"role": "system", "text": system}] if system else []
     block_lens: list[list[int]] = [[] for _ in messages]
+    sanitized = 0
+    unmarked: list[tuple[int, Any, str]] = []  # sanitized human turns, strict unless they are observations
     for i, turn in enumerate(turns):
         f = f"conversations[{i}]"
         req_dict(turn, f)
         source = req_role(turn.get("from"), _FROM, f"{f}.from")
-        value = req_str(turn.get("value"), f"{f}.value")
+        value, n = observation_text(turn.get("value"), f"{f}.value")
+        if n and source == "human":
+            unmarked.append((len(messages), turn.get("value"), f"{f}.value"))
+        elif n and source not in ("observation", "tool"):
+            req_str(turn.get("value"), f"{f}.value")  # trained or context text: strict
+        sanitized += n
         loss = turn.get("loss")
         if loss is not None and not isinstance(loss, bool):
             fail(f"{f}.loss", "invalid_type", f"must be true, false or null, got {json_type(loss)}")
         lens: list[int] = []
         if source == "function_call":
             calls = _function_calls(value, f"{f}.value")
-            blocks = [render_tool_call(c["name"], c["arguments"], f"{f}.value") for c in calls]
-            lens = [len(b) for b in blocks]
-            msg: Message = {"role": "assistant", "text": "\n".join(blocks), "tool_calls": calls}
+            blocks, lens = render_calls(calls, f"{f}.value")
+            msg: Message = {"role": "assistant", "text": blocks, "tool_calls": calls, "calls_at": 0}
         else:
             msg = {"role": _FROM[source], "text": value}
         if loss is not None:
@@ -100,7 +114,10 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
         messages.append(msg)
         block_lens.append(lens)
     spans = auto_spans(messages, lambda i, text, final: hermes_assistant_spans(text, block_lens[i], final))
-    return ParsedTrajectory(messages=messages, spans=spans, tools=tools)
+    for i, value, field in unmarked:  # the segmenter has marked the observation user turns by now
+        if not is_observation_user(messages[i]):
+            req_str(value, field)
+    return ParsedTrajectory(messages=messages, spans=spans, tools=tools, sanitized=sanitized)
 
 
 def _turn(source: str, value: str, msg: Message) -> dict[str, Any]:

@@ -14,6 +14,7 @@ def test_create_and_read_back(client):
     assert r.status_code == 201, r.text
     receipt = r.json()
     assert receipt["created"] is True and receipt["span_revision"] == 1 and receipt["n_spans"] > 0
+    assert receipt["sanitized"] == 0  # nothing to replace (tests/trajectories/test_sanitize.py counts some)
     assert r.headers["location"] == f"/v1/trajectories/{receipt['id']}"
 
     r = client.get(f"/v1/trajectories/{receipt['id']}")
@@ -142,6 +143,7 @@ def test_batch_partial_success(client):
     statuses = [i["status"] for i in body["items"]]
     assert statuses == [201, 422, 201, 200]
     assert body["items"][3]["id"] == body["items"][0]["id"]
+    assert [i.get("sanitized") for i in body["items"]] == [0, None, 0, 0]
     assert body["items"][1]["error"]["code"] == "validation_error"
     assert body["items"][1]["error"]["errors"][0]["field"] == "messages"
     page = client.get("/v1/trajectories").json()["items"]

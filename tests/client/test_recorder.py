@@ -73,7 +73,8 @@ def test_a_recorded_run_is_stored_and_leaves_the_spool(server: Server, tmp_path:
     assert row["teacher_model"] == "teacher-x" and row["tags"] == ["dev"] and row["metadata"] == {"run": 7}
     assert [m["role"] for m in row["messages"]] == ["user", "assistant", "tool", "assistant"]
     assert row["messages"][1]["text"].startswith("<think>\nI should look it up.\n</think>\n<tool_call>")
-    assert row["messages"][1]["tool_calls"] == [{"id": call, "name": "get_weather", "arguments": {"city": "Paris"}}]
+    calls = [{k: v for k, v in c.items() if k != "raw_arguments"} for c in row["messages"][1]["tool_calls"]]
+    assert calls == [{"id": call, "name": "get_weather", "arguments": {"city": "Paris"}}]
     assert [s["kind"] for s in row["spans"]] == ["reason", "action", "observation", "action"]
 
 

@@ -50,6 +50,52 @@ SEEDS: dict[str, dict[str, Any]] = {
         {"from": "function_call", "value": '[{"name": "f", "arguments": {}}]'}, {"from": "observation", "value": "o"},
         {"from": "gpt", "value": "done", "loss": True},
     ]},
+    "swe-agent": {"history": [
+        {"role": "system", "content": "s", "message_type": "system_prompt"},
+        {"role": "user", "content": "demo\n```\nls\n```", "is_demo": True},
+        {"role": "user", "content": "issue", "message_type": "observation"},
+        {"role": "assistant", "content": "t\n\n```\nls\n```", "thought": "t", "action": "ls"},
+        {"role": "user", "content": "a.py", "message_type": "observation"},
+        {"role": "assistant", "content": "c", "tool_calls": [call("call_1")], "message_type": "action"},
+        {"role": "tool", "content": [{"type": "text", "text": "o"}], "tool_call_ids": ["call_1"]},
+        {"role": "assistant", "content": "done\n<command>\nsubmit\n</command>"},
+    ], "trajectory": [{"response": "r", "action": "ls", "observation": "o"}]},
+    "anthropic": {"system": [{"type": "text", "text": "s"}], "tools": [{"name": "f"}], "messages": [
+        {"role": "user", "content": "q 🙂"},
+        {"role": "assistant", "content": [
+            {"type": "redacted_thinking", "data": "d"}, {"type": "thinking", "thinking": "r", "signature": "g"},
+            {"type": "text", "text": "c"}, {"type": "tool_use", "id": "call_1", "name": "f", "input": {"k": 1}},
+            {"type": "thinking", "thinking": "Thought: t", "signature": "g"},
+            {"type": "tool_use", "id": "call_2", "name": "f", "input": {}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "call_1", "content": "Error: x", "is_error": True},
+            {"type": "tool_result", "tool_use_id": "call_2", "content": [{"type": "text", "text": "o"}]},
+            {"type": "text", "text": "Observation: o"}]},
+        {"role": "assistant", "content": "Thought: t\nFinal Answer: a"},
+    ]},
+    "openai-responses": {"instructions": "s", "tools": [{"type": "function"}], "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "q 🙂"}]},
+        {"type": "reasoning", "id": "rs", "encrypted_content": "e", "summary": [
+            {"type": "summary_text", "text": "r"}, {"type": "summary_text", "text": "<think>r"}]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "c"}]},
+        {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": '{"k": 1}'},
+        {"type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": "t"}]},
+        {"type": "custom_tool_call", "call_id": "call_2", "name": "f", "input": "x"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "Error: x"},
+        {"type": "custom_tool_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "o"}]},
+    ], "output": [{"role": "assistant", "content": "Thought: t\nFinal Answer: a"}]},
+    "otlp": {"tools": [{"type": "function", "name": "f"}], "messages": [
+        {"role": "system", "parts": [{"type": "text", "content": "s"}]},
+        {"role": "user", "parts": [{"type": "text", "content": "q 🙂"}]},
+        {"role": "assistant", "parts": [
+            {"type": "reasoning", "content": "r"}, {"type": "text", "content": "c"},
+            {"type": "tool_call", "id": "call_1", "name": "f", "arguments": '{"k": 1}'},
+            {"type": "tool_call", "id": "call_2", "name": "f", "arguments": {"z": 1, "a": [2]}}]},
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "Error: x"}]},
+        {"role": "user", "parts": [{"type": "tool_call_response", "id": "call_2", "response": {"o": 1}},
+                                   {"type": "text", "content": "Observation: o"}]},
+        {"role": "assistant", "parts": [{"type": "text", "content": "Thought: t\nFinal Answer: a"}]},
+    ]},
 }
 
 

@@ -22,8 +22,8 @@ def block(name: str, arguments: object) -> str:
     return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False) + "\n</tool_call>"
 
 
-def test_registry_lists_the_four_formats() -> None:
-    assert FORMATS == ("openai", "react", "smolagents", "sharegpt")
+def test_registry_lists_the_first_four_formats() -> None:
+    assert FORMATS[:4] == ("openai", "react", "smolagents", "sharegpt")
 
 
 def test_weather_sample_text_structure_and_spans() -> None:
@@ -40,7 +40,9 @@ def test_weather_sample_text_structure_and_spans() -> None:
     assert pt.messages[2] == {
         "role": "assistant",
         "text": "I should look it up.\n" + block("get_weather", {"city": "NYC"}),
-        "tool_calls": [{"id": "call_1", "name": "get_weather", "arguments": {"city": "NYC"}}],
+        "tool_calls": [{"id": "call_1", "name": "get_weather", "arguments": {"city": "NYC"},
+                        "raw_arguments": '{"city":"NYC"}'}],
+        "calls_at": len("I should look it up.\n"),
     }
     assert pt.messages[3] == {"role": "tool", "text": '{"temp_c":21}', "tool_call_id": "call_1"}
     assert pieces(pt, 2) == [("reason", "I should look it up.\n"), ("action", block("get_weather", {"city": "NYC"}))]
@@ -95,7 +97,8 @@ def test_legacy_function_call_and_function_role() -> None:
         {"role": "assistant", "content": "4"},
     ]}
     pt = check("openai", payload)
-    assert pt.messages[1]["tool_calls"] == [{"id": None, "name": "calc", "arguments": {"e": "2+2"}}]
+    assert pt.messages[1]["tool_calls"] == [{"id": None, "name": "calc", "arguments": {"e": "2+2"},
+                                              "raw_arguments": '{"e": "2+2"}'}]
     assert pt.messages[2] == {"role": "tool", "text": "4", "name": "calc"}
 
 
@@ -227,3 +230,26 @@ def test_errors_point_at_the_field(payload: dict, field: str, code: str) -> None
 def test_unknown_format_and_non_object_payload() -> None:
     assert error_of("yaml", {})["field"] == "format"
     assert error_of("openai", [])["field"] == "payload"
+
+
+def test_export_gives_arguments_as_received_whatever_the_database_did_to_keys() -> None:
+    """tau-bench style GPT-4o calls: arguments strings with keys out of sorted order, an object, a
+    non-JSON string; the stored messages' keys reordered as jsonb does; the export is the input."""
+    from tests.contract.generated import jsonb_order
+
+    messages = [
+        {"role": "user", "content": "Cancel reservation EHGLP3."},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            call("call_a", "get_reservation_details", '{"reservation_id":"EHGLP3","user_id":"emma_kim_9957"}'),
+            call("call_b", "think", '{\n  "thought": "x",\n  "a": 1\n}'),
+            {"id": "call_c", "type": "function",
+             "function": {"name": "f", "arguments": {"zz": 1, "a": {"y": 1, "b": 2}}}},
+            call("call_d", "g", "not json {")]},
+        {"role": "tool", "tool_call_id": "call_d", "content": "r4"},
+        {"role": "tool", "tool_call_id": "call_a", "content": "r1"},
+    ]
+    pt = check("openai", {"messages": messages})
+    out = export("openai", jsonb_order(json.loads(json.dumps(pt.messages))), None)
+    assert out["messages"][1]["tool_calls"] == messages[1]["tool_calls"]
+    assert json.dumps(out["messages"][1]["tool_calls"]) == json.dumps(messages[1]["tool_calls"])  # key order too
+    assert parse("openai", out).messages == pt.messages  # re-posting it: no unknown_tool_call_id

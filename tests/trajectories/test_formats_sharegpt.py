@@ -117,3 +117,20 @@ def test_parallel_calls_tools_list_plain_gpt_reason_and_hermes_inline_calls() ->
 def test_errors(payload: dict, field: str, code: str) -> None:
     err = error_of("sharegpt", payload)
     assert (err["field"], err["code"]) == (field, code), err
+
+
+def test_function_calls_survive_keys_reordered_by_the_database() -> None:
+    """glaive-style calls whose argument keys are not in sorted order: stored as jsonb (keys reordered),
+    exported, they are still function_call turns with the arguments as received."""
+    from tests.contract.generated import jsonb_order
+
+    value = '{"name": "calculate_tip", "arguments": {"total": 50, "percent": 15, "currency": "USD"}}'
+    parallel = '[{"name": "a", "arguments": {"z": 1, "b": 2}}, {"name": "b", "arguments": "{\'q\': 1}"}]'
+    payload = {"conversations": [
+        {"from": "human", "value": "Tip on $50?"}, {"from": "function_call", "value": value},
+        {"from": "observation", "value": "7.5"}, {"from": "function_call", "value": parallel},
+        {"from": "observation", "value": "1"}, {"from": "observation", "value": "2"},
+        {"from": "gpt", "value": "$7.50."}]}
+    pt = check("sharegpt", payload)
+    out = export("sharegpt", jsonb_order(json.loads(json.dumps(pt.messages))), pt.tools)
+    assert out["conversations"] == payload["conversations"]

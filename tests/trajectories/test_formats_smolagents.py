@@ -90,8 +90,10 @@ def test_task_field_raw_tool_calls_and_orphan_tool_call() -> None:
     assert [(m["role"], m["text"]) for m in pt.messages[:2]] == [("system", "sys"), ("user", "Add 2 and 2.")]
     assert pt.messages[2] == {"role": "assistant", "text": "", "raw_tool_calls": TUPLE_ARGS}  # a tuple is not JSON
     assert pt.messages[3]["raw_tool_calls"] == "Calling tools: something else"
-    assert pt.messages[4] == {"role": "assistant", "text": "",
-                              "tool_calls": [{"id": "c2", "name": "g", "arguments": None}]}
+    block = '<tool_call>\n{"name": "g", "arguments": null}\n</tool_call>'
+    assert pt.messages[4] == {"role": "assistant", "text": block,
+                              "tool_calls": [{"id": "c2", "name": "g", "arguments": None}], "calls_at": 0}
+    assert pieces(pt, 4) == [("action", pt.messages[4]["text"])]  # the call is the step's action
     assert pt.messages[5] == {"role": "tool", "text": ""}
     user_given = check("smolagents", {"task": "ignored",
                                       "messages": [part("user", "New task:\nX"), part("assistant", "a")]})
@@ -118,3 +120,68 @@ def test_export_writes_tool_call_messages_back() -> None:
 def test_errors(payload: dict, field: str, code: str) -> None:
     err = error_of("smolagents", payload)
     assert (err["field"], err["code"]) == (field, code), err
+
+
+TOOL_CALL_LINE = "Tool call call_5r6D: calling 'python_interpreter' with arguments: {'code': 'print(1)'}"
+
+
+@pytest.mark.parametrize("text, expected", [
+    (TOOL_CALL_LINE, [("action", TOOL_CALL_LINE)]),  # smolagents 1.18–1.20
+    (TOOL_CALL_LINE + "\nTool call call_2: calling 'web_search' with arguments: {'query': 'x'}",
+     [("action", TOOL_CALL_LINE + "\nTool call call_2: calling 'web_search' with arguments: {'query': 'x'}")]),
+    ("I will compute it.Tool call c1: calling 'f' with arguments: {}",  # the model's text, then smolagents' line
+     [("reason", "I will compute it."), ("action", "Tool call c1: calling 'f' with arguments: {}")]),
+    ("Called Tool: 'final_answer' with arguments: {'answer': '7.2904'}",  # smolagents 1.14–1.17
+     [("action", "Called Tool: 'final_answer' with arguments: {'answer': '7.2904'}")]),
+])
+def test_tool_calling_agent_steps_are_actions(text: str, expected: list) -> None:
+    call = ("Calling tools:\n[{'id': 'c1', 'type': 'function', 'function': "
+            "{'name': 'f', 'arguments': {'code': 'print(1)'}}}]")
+    pt = check("smolagents", {"messages": [part("user", "New task:\nx"), part("assistant", text),
+                                           part("tool-call", call), part("tool-response", "Observation:\n1")]})
+    assert pieces(pt, 1) == expected
+    assert pt.messages[1]["tool_calls"][0]["arguments"] == {"code": "print(1)"}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Guava</code>", [("action", "Guava</code>")]),  # a bare answer the model closed as code
+    ("Final Answer: 1537</code>", [("action", "Final Answer: 1537</code>")]),
+    ("To solve this, I will search first.\n\nLet's begin.</code>",
+     [("reason", "To solve this, I will search first.\n\nLet's begin.</code>")]),
+    ("Thought: I know it.\nFinal Answer: 42", [("reason", "Thought: I know it.\n"), ("action", "Final Answer: 42")]),
+    ("Let me compute.\n\n```python\nx = 1\nprint(x)\n```\n\nThis prints x.</code>",
+     [("reason", "Let me compute.\n\n"), ("action", "```python\nx = 1\nprint(x)\n```"),
+      ("reason", "\n\nThis prints x.</code>")]),
+    ("Finalize.\n\n```python\nfinal_answer(57)\n```</code>",
+     [("reason", "Finalize.\n\n"), ("action", "```python\nfinal_answer(57)\n```</code>")]),
+])
+def test_code_agent_steps_without_proper_code(text: str, expected: list) -> None:
+    pt = check("smolagents", {"messages": [part("user", "task"), part("assistant", text)]})
+    assert pieces(pt, 1) == expected
+
+
+def test_tool_response_text_is_sanitized_not_refused() -> None:
+    step = part("assistant", "Thought: cat\n<code>\ncat()\n</code>")
+    pt = check("smolagents", {"messages": [part("user", "task"), step,
+                                           part("tool-response", "Observation:\nbinary\x00data")]})
+    assert pt.messages[2]["text"] == "Observation:\nbinary\ufffddata" and pt.sanitized == 1
+    assert error_of("smolagents", {"messages": [part("assistant", "a\x00")]})["code"] == "invalid_character"
+
+
+WEATHER = ("Calling tools:\n[{'id': 'tooluse_7Gi9', 'type': 'function', 'function': "
+           "{'name': 'get_weather', 'arguments': {'days': 1, 'city': 'Rome'}}}]")
+
+
+@pytest.mark.parametrize("text", ["", "Let me check the forecast first."])
+def test_tool_calling_agent_calls_outside_the_text_are_rendered(text: str) -> None:
+    """smolagents <= 1.13 and >= 1.21 keep a ToolCallingAgent step's text to the model's own (often
+    empty) content; the call is only in the tool-call message, so it is rendered as the action."""
+    pt = check("smolagents", {"messages": [
+        part("user", "New task:\nCheck the weather in Rome."), part("assistant", text), part("tool-call", WEATHER),
+        part("tool-response", "Observation:\n{'city': 'Rome', 'forecast': 'sunny'}")]})
+    block = '<tool_call>\n{"name": "get_weather", "arguments": {"days": 1, "city": "Rome"}}\n</tool_call>'
+    assert pt.messages[1]["text"] == (text + "\n" if text else "") + block
+    assert pieces(pt, 1) == ([("reason", text + "\n")] if text else []) + [("action", block)]
+    exported = export("smolagents", pt.messages, None)["messages"]
+    assert exported[1]["content"][0]["text"] == text  # the rendered block is not written back into the text
+    assert exported[2]["content"][0]["text"] == WEATHER  # arguments in the order received
