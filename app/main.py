@@ -33,6 +33,7 @@ from app.openapi import document_problems
 from app.traces.routes import router as traces_router
 from app.trajectories.routes import router as trajectories_router
 from app.trajectories.schemas import TrajectoryCreate
+from app.web.routes import install_web
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(datasets_router)
     app.include_router(jobs_router)
     app.include_router(workers_router)
+    install_web(app)
 
     batch_paths = ("/v1/trajectories/batch",)
 

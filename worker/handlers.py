@@ -61,6 +61,8 @@ def distill(ctx: JobContext) -> dict[str, Any]:
     records = ctx.dataset_records()
     config = _config(ctx, DistillConfig)
     ctx.log(f"training on {len(records)} records", data={"attempt": ctx.attempt, "gpus": config.resources.gpus})
+    from worker.training.views import write_for_job  # transformers: imported only once a job runs
+    write_for_job(ctx, config.student_model, config.training.max_seq_len, records)
     return launch(ctx, config, records).job_result(ctx.out_dir)
 
 

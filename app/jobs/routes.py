@@ -20,7 +20,7 @@ from app import idempotency
 from app.auth import Principal, require
 from app.db import SessionDep
 from app.jobs import repository as repo
-from app.jobs import service
+from app.jobs import service, token_views
 from app.jobs.responses import ArtifactList, EventPage, JobPage, JobRead, MetricsPage, job_read
 from app.jobs.stream import event_stream
 from app.jobs.validation import openapi_components
@@ -189,3 +189,13 @@ def get_lineage(job_id: uuid.UUID, request: Request, session: SessionDep, _: Ope
     data/code hashes its checkpoints recorded, and its model artifacts."""
     body = service.lineage(session, request.app.state.settings, job_id, items_limit)
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/{job_id}/token-views/{trajectory_id}",
+            responses={404: {"description": "not_found (job) or token_views_not_found."}})
+def get_token_views(job_id: uuid.UUID, trajectory_id: uuid.UUID, request: Request, session: SessionDep,
+                    _: Operator) -> Any:
+    """A trajectory as this job's student is trained on it: per rendered example, the tokens and one kind
+    letter per token (r reason, a action, o observation, c context) and the end-of-turn positions; see
+    ``contract/token_views.py``. Only the first trajectories of the dataset are kept."""
+    return token_views.token_views(session, request.app.state.settings, job_id, trajectory_id)

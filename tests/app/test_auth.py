@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from app.auth import SCOPES
 
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/docs/assets", "/openapi.json"}
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/docs/assets", "/openapi.json",
+          "/", "/ui"}  # the web page's static files (app/web): the page itself calls /v1 with the user's key
 
 
 def _required_scopes(route: APIRoute) -> set[str]:
