@@ -73,7 +73,7 @@ def submit(
 @jobs_cli.command("list")
 def list_(
     status: Annotated[str | None, typer.Option(help="queued, running, succeeded, failed, cancelled.")] = None,
-    kind: Annotated[str | None, typer.Option(help="distill or evaluate.")] = None,
+    kind: Annotated[str | None, typer.Option(help="distill, evaluate or capture.")] = None,
     dataset: Annotated[str | None, typer.Option(help="A dataset id.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
