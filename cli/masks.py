@@ -71,13 +71,20 @@ def masks_show(
     file: Annotated[Path | None, typer.Option(help="A JSON file: a request body or a dataset record.")] = None,
     max_seq_len: Annotated[int, typer.Option(help="Truncation length.")] = 4096,
     color: Annotated[bool, typer.Option(help="Colour tokens by kind.")] = True,
+    tool_call_syntax: Annotated[str, typer.Option(
+        help="native: tool calls in the chat template's own syntax (training's default); hermes: canonical text.")
+    ] = "native",
 ) -> None:
     """Print a trajectory's tokens coloured by kind (reason, action, none) as training will see them."""
     if (trajectory_id is None) == (file is None):
         typer.echo("give exactly one of --id or --file", err=True)
         raise typer.Exit(2)
+    if tool_call_syntax not in ("native", "hermes"):
+        typer.echo("--tool-call-syntax must be native or hermes", err=True)
+        raise typer.Exit(2)
     loaded = load_file(file) if file is not None else load_stored(str(trajectory_id))
     from worker.training.inspect import show_masks
 
-    text = show_masks(loaded.messages, loaded.spans, loaded.tools, tokenizer, max_seq_len=max_seq_len, color=color)
+    text = show_masks(loaded.messages, loaded.spans, loaded.tools, tokenizer, max_seq_len=max_seq_len, color=color,
+                      syntax="hermes" if tool_call_syntax == "hermes" else "native")
     sys.stdout.write(text + "\n")

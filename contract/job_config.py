@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 __all__ = [
+    "CaptureConfig",
     "CurriculumConfig",
     "DistillConfig",
     "EvaluateConfig",
@@ -63,10 +64,20 @@ class LossConfig(_Strict):
         le=65536,
         description="Supervised positions per chunk when computing KL/CE from hidden states.",
     )
-    teacher_signal: Literal["online", "none"] = Field(
+    teacher_signal: Literal["online", "offline", "none"] = Field(
         default="none",
-        description="'online': KL to a teacher model run on the worker (needs teacher_model); 'none': "
-        "cross-entropy on the trajectory's own tokens. Defaults to 'online' when teacher_model is set.",
+        description="'online': KL to a teacher model run on the worker (needs teacher_model); 'offline': KL to "
+        "the top-k teacher log-probs a `capture` job stored (needs teacher_model, to find the capture; the teacher "
+        "is not loaded); 'none': cross-entropy on the trajectory's own tokens. Defaults to 'online' when "
+        "teacher_model is set.",
+    )
+    capture: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="teacher_signal='offline': 'job:<id>' of a succeeded capture job; omitted = the newest "
+        "succeeded capture matching this job (dataset content, teacher, tokenizer and template, max_seq_len, "
+        "temperature). The API stores the capture's folder here.",
     )
     weighting_lr: float = Field(
         default=1e-3,
@@ -160,6 +171,13 @@ class TrainingConfig(_Strict):
     action_exact_match_max: int = Field(
         default=200, ge=0, le=100_000, description="Action spans scored for greedy exact match per evaluation."
     )
+    tool_call_syntax: Literal["native", "hermes"] = Field(
+        default="native",
+        description="How tool calls are rendered for training. 'native': passed to the student's chat template as "
+        "structured tool_calls, so the student learns its own family's syntax (Llama 3.x JSON, Hermes for Qwen); "
+        "templates that cannot take them fall back to the canonical text, counted as native_fallback. "
+        "'hermes': always the canonical Hermes <tool_call> text.",
+    )
 
 
 class ResourcesConfig(_Strict):
@@ -183,6 +201,13 @@ class ResourcesConfig(_Strict):
         default="auto",
         description="How the worker starts the training: 'auto' = Slurm when nodes > 1, torchrun when gpus > 1, "
         "else in the worker's own process; 'slurm' submits even a one-node job to Slurm (sbatch + srun torchrun).",
+    )
+    parallelism: Literal["ddp", "fsdp"] = Field(
+        default="ddp",
+        description="How several processes share the student: 'ddp' = a full copy per process, gradients averaged; "
+        "'fsdp' = FSDP2 (`fully_shard` per transformer block): parameters, gradients and optimizer state sharded "
+        "over the processes, for students that do not fit one GPU. Checkpoints are gathered (the same files "
+        "either way). One process ignores it.",
     )
 
     @model_validator(mode="after")
@@ -226,6 +251,13 @@ class DistillConfig(_Strict):
         loss, train = self.loss, self.training
         if loss.teacher_signal == "online" and not self.teacher_model:
             raise ValueError("loss.teacher_signal='online' needs teacher_model (a hub id or path)")
+        if loss.teacher_signal == "offline":
+            if not self.teacher_model:
+                raise ValueError("loss.teacher_signal='offline' needs teacher_model (it names the capture to use)")
+            if loss.mode == "flat":
+                raise ValueError("loss.teacher_signal='offline' covers reason positions only; use loss.mode='span'")
+        elif loss.capture is not None:
+            raise ValueError("loss.capture is only used with loss.teacher_signal='offline'")
         if loss.mode == "flat":
             if loss.weighting == "learnable":
                 raise ValueError("loss.mode='flat' has a single loss term; use weighting='fixed'")
@@ -237,6 +269,12 @@ class DistillConfig(_Strict):
             raise ValueError("training.warmup_steps must not exceed training.max_steps")
         if train.bf16 is True and self.resources.device == "cpu":
             raise ValueError("training.bf16=true needs a CUDA device (bf16 autocast is CUDA-only)")
+        if self.resources.parallelism == "fsdp" and loss.pcgrad:
+            raise ValueError("loss.pcgrad projects whole gradients; it is not available with "
+                             "resources.parallelism='fsdp'")
+        if self.resources.parallelism == "fsdp" and train.lora is not None:
+            raise ValueError("training.lora is not available with resources.parallelism='fsdp' (LoRA students fit one "
+                             "GPU: use 'ddp')")
         return self
 
 
@@ -252,6 +290,11 @@ class EvaluateConfig(_Strict):
     split: Literal["eval", "train", "all"] = Field(default="eval", description="Which dataset split to score.")
     max_seq_len: int = Field(default=2048, ge=16, le=262_144, description="Tokens per rendered example.")
     max_examples: int = Field(default=200, ge=1, le=100_000, description="Examples scored.")
+    tool_call_syntax: Literal["native", "hermes"] = Field(
+        default="native",
+        description="How tool calls are rendered, as in a distill job's training.tool_call_syntax: score a "
+        "student with the syntax it was trained with.",
+    )
     action_exact_match_max: int = Field(
         default=200, ge=0, le=100_000, description="Action spans scored for exact match."
     )
@@ -267,3 +310,50 @@ class EvaluateConfig(_Strict):
             raise ValueError("evaluate jobs run in the worker's own process; set resources.nodes=1 and launcher "
                              "'auto' or 'inprocess'")
         return self
+
+
+class CaptureConfig(_Strict):
+    """The configuration of a `capture` job: run a teacher once over a dataset's train split and store, for
+    every reason position, its top-k log-probs and the leftover mass (DESIGN §5, offline teacher signal)."""
+
+    teacher_model: str = Field(min_length=1, max_length=512, description="Hub id or path of the teacher.")
+    student_model: str = Field(
+        default=DEFAULT_STUDENT, min_length=1, max_length=512,
+        description="The student whose tokenizer and chat template render the data, exactly as its distill jobs "
+        "render it (only its tokenizer is loaded).",
+    )
+    top_k: int = Field(default=32, ge=1, le=1024, description="Teacher log-probs kept per reason position.")
+    temperature: float = Field(
+        default=1.0, ge=0.1, le=20.0,
+        description="Softmax temperature of the stored log-probs; an offline distill job's loss.temperature must "
+        "equal it.",
+    )
+    max_seq_len: int = Field(
+        default=2048, ge=16, le=262_144,
+        description="Tokens per rendered example; an offline distill job's training.max_seq_len must equal it.",
+    )
+    tool_call_syntax: Literal["native", "hermes"] = Field(
+        default="native",
+        description="How tool calls are rendered (the positions the signal is stored at); an offline distill "
+        "job's training.tool_call_syntax must equal it.",
+    )
+    batch_size: int = Field(default=4, ge=1, le=1024, description="Examples per teacher forward pass.")
+    shard_size: int = Field(
+        default=256, ge=1, le=1_000_000,
+        description="Examples per shard: each shard is written and committed when done, and a resumed capture "
+        "skips the shards it finds.",
+    )
+    chunk_size: int = Field(default=1024, ge=16, le=65536, description="Reason positions per logits chunk.")
+    resources: ResourcesConfig = Field(
+        default_factory=ResourcesConfig,
+        description="Device and processes: gpus > 1 runs that many ranks under torchrun, each taking every "
+        "gpus-th shard.",
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _one_machine(cls, res: ResourcesConfig) -> ResourcesConfig:
+        if res.nodes != 1 or res.launcher == "slurm":
+            raise ValueError("capture jobs run on one machine: in the worker's process (gpus=1) or in gpus processes "
+                             "under torchrun; set nodes=1 and launcher 'auto', 'inprocess' or 'torchrun'")
+        return res

@@ -2,7 +2,8 @@
 
 A handler is ``handler(ctx: worker.context.JobContext) -> dict`` (the contract is in
 ``worker.context``). ``distill`` trains the student with the launcher its resources ask for
-(``worker.launchers``); ``evaluate`` scores a model on one split. A job whose stored config is
+(``worker.launchers``); ``evaluate`` scores a model on one split; ``capture`` stores a teacher's top-k
+signal for offline distill jobs (``worker.training.capture``). A job whose stored config is
 invalid fails at once (pydantic's ``ValidationError`` is permanent, see ``worker.context.is_permanent``).
 
 More kinds can be added by plugins: ``DISTILLERY_WORKER_PLUGINS="pkg.module,pkg.other:setup"``
@@ -62,7 +63,8 @@ def distill(ctx: JobContext) -> dict[str, Any]:
     config = _config(ctx, DistillConfig)
     ctx.log(f"training on {len(records)} records", data={"attempt": ctx.attempt, "gpus": config.resources.gpus})
     from worker.training.views import write_for_job  # transformers: imported only once a job runs
-    write_for_job(ctx, config.student_model, config.training.max_seq_len, records)
+
+    write_for_job(ctx, config.student_model, config.training.max_seq_len, records, config.training.tool_call_syntax)
     return launch(ctx, config, records).job_result(ctx.out_dir)
 
 
@@ -89,3 +91,22 @@ def evaluate(ctx: JobContext) -> dict[str, Any]:
         "skipped": report["skipped"],
         "paths": {"out_dir": str(ctx.out_dir), "eval_report": str(ctx.run_dir.eval_report)},
     }
+
+
+@register("capture")
+def capture(ctx: JobContext) -> dict[str, Any]:
+    """Store the teacher's top-k signal for the dataset's train split under ``out_dir/capture`` (shards promoted
+    by the attempt's fence; a resumed attempt skips finished shards), for offline distill jobs to reuse."""
+    from contract.capture import CAPTURE_DIR
+    from contract.job_config import CaptureConfig
+    from worker.training.capture_launch import run_capture_job  # torch: imported only once a job runs
+
+    records = ctx.dataset_records()
+    config = _config(ctx, CaptureConfig)
+    ctx.log(f"capturing top-{config.top_k} of {config.teacher_model}", data={"records": len(records),
+                                                                              "processes": config.resources.gpus})
+    result = run_capture_job(ctx, config, records)
+    manifest = result.get("manifest") or {}
+    return {**result, "capture_dir": str(ctx.out_dir / CAPTURE_DIR),
+            "key": {k: manifest.get(k) for k in ("records_sha256", "teacher_model", "tokenizer_sha256", "top_k",
+                                                 "temperature", "max_seq_len")}}

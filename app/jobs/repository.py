@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Interval, Row, func, literal, select, text, tuple_, update
 from sqlalchemy.orm import Session
@@ -136,3 +136,21 @@ def dataset_lineage(session: Session, dataset_id: uuid.UUID, items_limit: int) -
         {"id": dataset_id, "limit": items_limit},
     ).all()
     return {"dataset": dict(ds._mapping), "items": [dict(r._mapping) for r in items]}
+
+
+def dataset_content_hash(session: Session, dataset_id: uuid.UUID) -> str | None:
+    return session.execute(text("SELECT content_sha256 FROM datasets WHERE id = :id"), {"id": dataset_id}).scalar()
+
+
+def succeeded_captures(session: Session, content_sha256: str, job_id: uuid.UUID | None = None) -> list[Row[Any]]:
+    """Succeeded capture jobs over datasets with this content hash (one job when ``job_id`` is given), newest
+    first, with ``content_sha256`` of their dataset."""
+    stmt = (
+        select(jobs.c.id, jobs.c.config, jobs.c.result, jobs.c.finished_at, text("d.content_sha256"))
+        .select_from(jobs.join(text("datasets d"), text("d.id = jobs.dataset_id")))
+        .where(jobs.c.kind == "capture", jobs.c.status == "succeeded", text("d.content_sha256 = :hash"))
+        .order_by(jobs.c.finished_at.desc(), jobs.c.id.desc())
+    )
+    if job_id is not None:
+        stmt = stmt.where(jobs.c.id == job_id)
+    return cast(list[Row[Any]], list(session.execute(stmt, {"hash": content_sha256}).all()))

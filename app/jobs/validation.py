@@ -2,7 +2,8 @@
 
 The body is ``{kind, dataset_id, priority, max_attempts}`` plus the kind's config at the top level
 (``student_model``, ``teacher_model``, ``loss``, ``curriculum``, ``training``, ``resources`` for
-``distill``; the ``EvaluateConfig`` fields for ``evaluate``), or that config under ``config``. In order:
+``distill``; the ``EvaluateConfig`` fields for ``evaluate``; the ``CaptureConfig`` fields for ``capture``), or
+that config under ``config``. In order:
 
 1. shape: unknown keys and out-of-range values → 422 ``validation_error`` with each field's path;
 2. model references (``app.jobs.models``): ``job:<id>`` (a succeeded distill job's model), a folder
@@ -14,7 +15,10 @@ The body is ``{kind, dataset_id, priority, max_attempts}`` plus the kind's confi
 3. tokenizers: when a teacher's KL is needed and both models are local, their ``tokenizer.json`` files
    are compared (torch-free) → 422 ``tokenizer_mismatch`` listing the ``differences``;
 4. dataset: it must exist (``dataset_not_found``) and the split the job reads must have items
-   (``empty_train_split`` for distill; ``empty_eval_split`` … for evaluate).
+   (``empty_train_split`` for distill and capture; ``empty_eval_split`` … for evaluate);
+5. offline teacher signal (``loss.teacher_signal: "offline"``): a succeeded capture job must match
+   (``app.jobs.captures``) → 422 ``capture_not_found`` / ``capture_mismatch``; its folder is stored in
+   ``loss.capture``.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ from app.errors import ValidationFailed
 from app.jobs import repository as repo
 from app.jobs.models import resolve_model as resolve_model  # re-exported
 from app.jobs.models import resolve_reference
-from contract.job_config import DistillConfig, EvaluateConfig
+from contract.job_config import CaptureConfig, DistillConfig, EvaluateConfig
 from contract.validation import FieldError, field_path, pydantic_errors
 from contract.vocab import compare_tokenizers
 
-CONFIGS: dict[str, type[DistillConfig] | type[EvaluateConfig]] = {"distill": DistillConfig, "evaluate": EvaluateConfig}
+JobConfig = DistillConfig | EvaluateConfig | CaptureConfig
+CONFIGS: dict[str, type[JobConfig]] = {"distill": DistillConfig, "evaluate": EvaluateConfig, "capture": CaptureConfig}
 
 
 class JobEnvelope(BaseModel):
@@ -44,7 +49,7 @@ class JobEnvelope(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["distill", "evaluate"] = Field(description="What the worker does.")
+    kind: Literal["distill", "evaluate", "capture"] = Field(description="What the worker does.")
     dataset_id: uuid.UUID = Field(description="The dataset snapshot the job reads.")
     priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first; ties run oldest first.")
     max_attempts: int = Field(3, ge=1, le=20, description="Runs before the job is failed (a dead worker counts).")
@@ -71,11 +76,21 @@ class EvaluateJobCreate(EvaluateConfig):
     max_attempts: int = Field(3, ge=1, le=20, description="Runs before the job is failed.")
 
 
+class CaptureJobCreate(CaptureConfig):
+    """A capture job as submitted (documentation shape)."""
+
+    kind: Literal["capture"]
+    dataset_id: uuid.UUID
+    priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first; ties run oldest first.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Runs before the job is failed.")
+
+
 def openapi_components() -> dict[str, Any]:
     """OpenAPI schemas of the submission body: ``JobCreate`` (one of the two kinds, by ``kind``)."""
     from pydantic import TypeAdapter
 
-    union = TypeAdapter(Annotated[DistillJobCreate | EvaluateJobCreate, Field(discriminator="kind")])
+    union = TypeAdapter(Annotated[DistillJobCreate | EvaluateJobCreate | CaptureJobCreate,
+                                  Field(discriminator="kind")])
     schema = union.json_schema(ref_template="#/components/schemas/{model}")
     components: dict[str, Any] = schema.pop("$defs", {})
     components["JobCreate"] = schema
@@ -91,7 +106,7 @@ class ValidatedJob:
     config: dict[str, Any]  # the kind's config, defaults filled in, model paths resolved
 
 
-def parse(body: Any) -> tuple[JobEnvelope, DistillConfig | EvaluateConfig, str]:
+def parse(body: Any) -> tuple[JobEnvelope, JobConfig, str]:
     """Split and validate a submission; returns (envelope, config, the field prefix of the config)."""
     if not isinstance(body, dict):
         raise ValidationFailed("The body must be a JSON object.",
@@ -146,7 +161,7 @@ def check_tokenizers(student: str, teacher: str, prefix: str) -> None:
         )
 
 
-def check_dataset(session: Session, dataset_id: uuid.UUID, kind: str, config: DistillConfig | EvaluateConfig) -> None:
+def check_dataset(session: Session, dataset_id: uuid.UUID, kind: str, config: JobConfig) -> None:
     counts = repo.dataset_split_counts(session, dataset_id)
     if counts is None:
         raise ValidationFailed(f"Dataset {dataset_id} does not exist.", code="dataset_not_found",
@@ -168,8 +183,8 @@ def validate_submission(session: Session, body: Any, settings: Settings) -> Vali
     teacher = None
     if config.teacher_model is not None:
         teacher = resolve_reference(session, config.teacher_model, settings, field_path(("teacher_model",), prefix))
-    # KL to the teacher: distill with the online signal; evaluate whenever a teacher is named.
-    needs_kl = isinstance(config, EvaluateConfig) or config.loss.teacher_signal == "online"
+    # KL to the teacher: distill with a teacher signal; evaluate whenever a teacher is named; capture always.
+    needs_kl = not isinstance(config, DistillConfig) or config.loss.teacher_signal in ("online", "offline")
     if teacher is not None and needs_kl:
         check_tokenizers(student, teacher, prefix)
     # A local model whose logit transform the worker's losses do not know (contract.architectures, torch-free).
@@ -183,5 +198,10 @@ def validate_submission(session: Session, body: Any, settings: Settings) -> Vali
     check_dataset(session, envelope.dataset_id, envelope.kind, config)
     stored = config.model_dump(mode="json")
     stored["student_model"], stored["teacher_model"] = student, teacher
+    if isinstance(config, DistillConfig) and config.loss.teacher_signal == "offline" and teacher is not None:
+        from app.jobs.captures import resolve_capture
+
+        stored["loss"]["capture"] = resolve_capture(session, settings, config, envelope.dataset_id, student, teacher,
+                                                    prefix)
     return ValidatedJob(kind=envelope.kind, dataset_id=envelope.dataset_id, priority=envelope.priority,
                         max_attempts=envelope.max_attempts, config=stored)

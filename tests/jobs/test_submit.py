@@ -61,7 +61,7 @@ def test_hub_ids_are_accepted_as_given(client, dataset, monkeypatch) -> None:  #
     ({"loss": {"temperature": 100}}, "loss.temperature", "less_than_equal"),
     ({"priority": 10_000}, "priority", "less_than_equal"),
     ({"max_attempts": 0}, "max_attempts", "greater_than_equal"),
-    ({"kind": "capture"}, "kind", "literal_error"),
+    ({"kind": "export"}, "kind", "literal_error"),
     ({"dataset_id": "nope"}, "dataset_id", "uuid_parsing"),
     ({"resources": {"gpus": 0}}, "resources.gpus", "greater_than_equal"),
 ])

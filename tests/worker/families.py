@@ -52,6 +52,10 @@ class Family:
     rewrites: str = "none"  # "none" | "history" (drops <think> before the last user turn) | "all"
     header_after_tool: str | None = None  # R1: an assistant turn after tool output has this header instead
     extra_vocab: list[str] = field(default_factory=list)
+    # The documented tool-call syntax its template writes for structured calls (tests/worker/tool_parsers.py);
+    # None: the template cannot take structured calls, training falls back to the canonical Hermes text.
+    tool_calls: str | None = None
+    parallel_calls: bool = True  # False: the template refuses more than one call per turn (Llama 3.x)
 
     def template_text(self) -> str:
         return (TEMPLATES / self.template).read_text(encoding="utf-8")
@@ -67,11 +71,13 @@ R1 = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User�
 FAMILIES: list[Family] = [
     # eos is <|endoftext|> as in Qwen2.5 base checkpoints: the end of turn must not depend on it.
     Family("qwen2.5", "qwen2.5.jinja", CHATML, None, "<|endoftext|>", "<|endoftext|>",
-           "<|im_start|>assistant\n", "<|im_end|>"),
+           "<|im_start|>assistant\n", "<|im_end|>", tool_calls="hermes"),
     Family("qwen3", "qwen3.jinja", CHATML, None, "<|endoftext|>", "<|endoftext|>",
-           "<|im_start|>assistant\n", "<|im_end|>", qwen3_content, rewrites="history"),
+           "<|im_start|>assistant\n", "<|im_end|>", qwen3_content, rewrites="history",
+           tool_calls="hermes"),
     Family("llama3.2", "llama3.2.jinja", LLAMA3, "<|begin_of_text|>", "<|end_of_text|>", "<|end_of_text|>",
-           "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"),
+           "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>", tool_calls="llama3_json",
+           parallel_calls=False),
     Family("smollm2", "smollm2.jinja", CHATML, "<|im_start|>", "<|im_end|>", "<|im_end|>",
            "<|im_start|>assistant\n", "<|im_end|>"),
     Family("mistral", "mistral.jinja", ["<unk>", "<s>", "</s>"], "<s>", "</s>", None, " [/INST] ", "</s>",

@@ -6,9 +6,11 @@ results as role "tool"), exactly the form `contract.formats.parse` gives the tea
 payloads, so what a student sees when acting is what it was trained on. Each `generate` call is one
 step and returns the next assistant text; the runner parses it:
 
-- `openai`: `<tool_call>\\n{json}\\n</tool_call>` blocks are executed in order, one tool message
-  per call (a malformed block becomes an "Error: …" observation); a turn without a block is the
-  final answer.
+- `openai`: the calls are read in the student's call syntax (`calls.parse_calls`: Hermes `<tool_call>`
+  blocks by default, Llama 3.x bare JSON for a native Llama student) and executed in order, one tool message
+  per call (a malformed call becomes an "Error: …" observation); a turn without a call is the final answer.
+  A turn read in a non-Hermes syntax is stored in the canonical form (free text + Hermes blocks + `tool_calls`),
+  so the next prompt renders it back through the template exactly as training did.
 - `react`: `Action: name` + `Action Input: {json}` is executed and its observation becomes a tool
   message; `Final Answer: X` ends the run; anything else gets a format-error observation.
 
@@ -21,7 +23,6 @@ decodes greedily to the end-of-turn token (the one training derives from the cha
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections import Counter
@@ -29,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.formats.base import render_tool_call
+from worker.synthetic.calls import CallSyntax, parse_calls, student_call_syntax
 from worker.synthetic.tasks import Problem
 from worker.synthetic.teacher import SYSTEM_PROMPT, Format, call_id
 from worker.synthetic.tools import execute
@@ -38,7 +41,6 @@ Generate = Callable[[list[Message]], str]
 
 TOLERANCE = 1e-6
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _ACTION = re.compile(
     r"^[ \t]*Action[ \t]*:[ \t]*(.*?)[ \t]*\n[ \t]*Action[ \t]*Input[ \t]*:[ \t]*", re.MULTILINE
 )
@@ -90,41 +92,29 @@ def answer_matches(answer: str | None, expected: str) -> bool:
         return False
 
 
-def _parse_call(body: str) -> tuple[str, Any] | str:
-    """(name, arguments) from a tool-call block body, or an error observation."""
-    try:
-        obj = json.loads(body)
-    except ValueError:
-        return "Error: tool call is not valid JSON"
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-        return 'Error: tool call needs {"name": <tool>, "arguments": {...}}'
-    arguments = obj.get("arguments", {})
-    if isinstance(arguments, str):  # OpenAI-style arguments given as a JSON string
-        with contextlib.suppress(ValueError):
-            arguments = json.loads(arguments)
-    return obj["name"], arguments
-
-
-def _openai_step(text: str, n_calls: int) -> tuple[Message, list[Message]]:
+def _openai_step(text: str, n_calls: int, syntax: CallSyntax = "hermes") -> tuple[Message, list[Message]]:
     """The assistant message for `text` and the tool messages its calls produce."""
     assistant: Message = {"role": "assistant", "text": text}
     calls: list[dict[str, Any]] = []
     results: list[Message] = []
-    bodies = _TOOL_CALL.findall(text)
-    # An opening tag left unclosed (e.g. generation hit its token limit) is a malformed call too.
-    if text.count("<tool_call>") > len(bodies):
-        bodies.append(None)
-    for body in bodies:
-        parsed = _parse_call(body.strip()) if body is not None else "Error: unterminated <tool_call> block"
+    turn = parse_calls(text, syntax)
+    for parsed in turn.calls:
         if isinstance(parsed, str):
             results.append({"role": "tool", "text": parsed})
             continue
         n_calls += 1
         name, arguments = parsed
-        calls.append({"id": call_id(n_calls), "name": name, "arguments": arguments})
+        # As the openai parser stores a call sent with a JSON-string `arguments` (the teacher's form).
+        calls.append({"id": call_id(n_calls), "name": name, "arguments": arguments,
+                      "raw_arguments": json.dumps(arguments)})
         results.append({"role": "tool", "text": execute(name, arguments), "tool_call_id": call_id(n_calls)})
     if calls:
         assistant["tool_calls"] = calls
+        if syntax != "hermes" and len(calls) == len(turn.calls):  # the canonical form training stores
+            blocks = "\n".join(render_tool_call(c["name"], c["arguments"]) for c in calls)
+            assistant["text"] = (turn.content + "\n" if turn.content else "") + blocks
+        if len(calls) == len(turn.calls):  # where the blocks start, as the parser records it
+            assistant["calls_at"] = assistant["text"].find("<tool_call>")
     return assistant, results
 
 
@@ -145,9 +135,13 @@ def _react_action(text: str) -> tuple[str, Any] | None:
 
 
 def run_agent(
-    generate: Generate, problem: Problem, *, fmt: Format = "openai", max_steps: int = 6
+    generate: Generate, problem: Problem, *, fmt: Format = "openai", max_steps: int = 6,
+    calls: CallSyntax | None = None,
 ) -> AgentResult:
-    """Let `generate` act on `problem` for at most `max_steps` assistant turns; score the outcome."""
+    """Let `generate` act on `problem` for at most `max_steps` assistant turns; score the outcome. `calls` is the
+    syntax the student writes tool calls in (`calls.student_call_syntax`); by default the one `hf_generate_fn`
+    read from the student's template, else Hermes."""
+    syntax: CallSyntax = calls or getattr(generate, "call_syntax", None) or "hermes"
     messages = initial_messages(problem, fmt)
     n_calls = 0
     final_text: str
@@ -162,9 +156,9 @@ def run_agent(
             raw = raw[: cut.start()] if cut else raw
         text = raw.strip()
         if fmt == "openai":
-            assistant, results = _openai_step(text, n_calls)
+            assistant, results = _openai_step(text, n_calls, syntax)
             messages.append(assistant)
-            if "<tool_call>" in text:
+            if results:
                 n_calls += len(assistant.get("tool_calls", []))
                 messages.extend(results)
                 continue
@@ -189,10 +183,11 @@ def run_agent(
 
 
 def evaluate_agent(
-    generate: Generate, problems: Sequence[Problem], fmt: Format = "openai", *, max_steps: int = 6
+    generate: Generate, problems: Sequence[Problem], fmt: Format = "openai", *, max_steps: int = 6,
+    calls: CallSyntax | None = None,
 ) -> dict[str, Any]:
     """Run `generate` on every problem: success_rate, n, n_success, avg_steps, failures by reason."""
-    results = [run_agent(generate, p, fmt=fmt, max_steps=max_steps) for p in problems]
+    results = [run_agent(generate, p, fmt=fmt, max_steps=max_steps, calls=calls) for p in problems]
     n = len(results)
     n_success = sum(r.success for r in results)
     return {
@@ -214,15 +209,20 @@ def replay_generate(texts: Sequence[str]) -> Generate:
     return generate
 
 
-def render_prompt(messages: Sequence[Message], tokenizer: Any, *, tools: Any = None) -> str:
+def render_prompt(messages: Sequence[Message], tokenizer: Any, *, tools: Any = None,
+                  syntax: str = "native") -> str:
     """The prompt string for the next assistant turn, rendered as `worker.training.render` renders.
 
-    With a chat template: the template over the messages as training passes them (`template.template_messages`)
-    with the generation prompt. Without: the plain template of `render.PLAIN_TEMPLATE_DOC`, ending in the
-    assistant header.
+    With a chat template: the template over the messages as training passes them (`template.template_messages`;
+    with `syntax` "native" and a template that takes structured calls, earlier calls as structure,
+    `native.native_generation_prompt`) with the generation prompt. Without: the plain template of
+    `render.PLAIN_TEMPLATE_DOC`, ending in the assistant header.
     """
+    from worker.training.native import native_generation_prompt, native_support
     from worker.training.template import generation_prompt
 
+    if syntax == "native" and getattr(tokenizer, "chat_template", None) and native_support(tokenizer).calls:
+        return native_generation_prompt(messages, tokenizer, tools)
     return generation_prompt(messages, tokenizer, tools)[0]
 
 
@@ -251,12 +251,13 @@ def hf_generate_fn(
     max_new_tokens: int = 96,
     render: Callable[[Sequence[Message]], str] | None = None,
     tools: Any = None,
+    syntax: str = "native",
 ) -> Generate:
     """A `generate` for `run_agent`: render the prompt, greedy-decode until end of turn.
 
     `render` maps canonical messages to the prompt string (default `render_prompt` with `tools`;
-    pass the same `tools` the training records carried). Raises `ContextOverflow` when the prompt
-    leaves no room in the model's `max_position_embeddings`.
+    pass the same `tools` the training records carried, and the job's `tool_call_syntax`). Raises
+    `ContextOverflow` when the prompt leaves no room in the model's `max_position_embeddings`.
     """
     import torch
 
@@ -266,7 +267,7 @@ def hf_generate_fn(
         stop = sorted(set(stop) | set(configured if isinstance(configured, list) else [configured]))
     limit = getattr(model.config, "max_position_embeddings", None)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-    to_prompt = render or (lambda msgs: render_prompt(msgs, tokenizer, tools=tools))
+    to_prompt = render or (lambda msgs: render_prompt(msgs, tokenizer, tools=tools, syntax=syntax))
 
     def generate(messages: list[Message]) -> str:
         # add_special_tokens=False: the rendered string already holds every special token, as in training.
@@ -297,4 +298,6 @@ def hf_generate_fn(
                 break
         return tokenizer.decode(new, skip_special_tokens=True)
 
+    # The runner reads the student's calls in the syntax its training rendered them in (`run_agent`).
+    generate.call_syntax = student_call_syntax(tokenizer, syntax)  # type: ignore[attr-defined]
     return generate

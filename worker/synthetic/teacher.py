@@ -10,6 +10,9 @@ and looks the item up again, so datasets contain recoverable tool errors. Two ou
   and a final assistant answer; plus `tools` (JSON-schema definitions).
 - `react`: one ReAct text, one `Action` per step, ending in `Final Answer: <answer>`.
 
+`single_calls=True` writes one call per assistant turn and nothing beside it (no thought): the form a
+template that takes one call per turn and drops the text next to it (Llama 3.x) can render natively.
+
 `assistant_texts(payload)` gives the assistant turns as canonical text (Hermes `<tool_call>` blocks
 for openai, per the canonical form in docs/agents.md), which is what a replaying generator must emit
 to reproduce the run.
@@ -122,7 +125,7 @@ def _solve(problem: Problem, rng: random.Random, error_rate: float, parallel: bo
     return turns
 
 
-def _openai_messages(problem: Problem, turns: list[_Turn]) -> list[dict[str, Any]]:
+def _openai_messages(problem: Problem, turns: list[_Turn], thoughts: bool = True) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": problem.question},
@@ -135,7 +138,7 @@ def _openai_messages(problem: Problem, turns: list[_Turn]) -> list[dict[str, Any
             fn = {"name": call.name, "arguments": json.dumps(call.arguments)}
             tool_calls.append({"id": call_id(n), "type": "function", "function": fn})
             results.append({"role": "tool", "tool_call_id": call_id(n), "content": call.observation})
-        messages.append({"role": "assistant", "content": turn.thought, "tool_calls": tool_calls})
+        messages.append({"role": "assistant", "content": turn.thought if thoughts else "", "tool_calls": tool_calls})
         messages.extend(results)
     messages.append({"role": "assistant", "content": f"The answer is {turns[-1].thought}."})
     return messages
@@ -156,13 +159,13 @@ def _react_text(turns: list[_Turn]) -> str:
 
 
 def teacher_payload(
-    problem: Problem, fmt: Format = "openai", *, seed: int = 0, error_rate: float = 0.1
+    problem: Problem, fmt: Format = "openai", *, seed: int = 0, error_rate: float = 0.1, single_calls: bool = False
 ) -> dict:
     """The POST /v1/trajectories body for the teacher's run on `problem` (deterministic in `seed`)."""
     if fmt not in ("openai", "react"):
         raise ValueError(f"fmt must be 'openai' or 'react', not {fmt!r}")
     rng = random.Random(f"scripted-teacher:{seed}:{problem.id}")
-    turns = _solve(problem, rng, error_rate, parallel=fmt == "openai")
+    turns = _solve(problem, rng, error_rate, parallel=fmt == "openai" and not single_calls)
     n_errors = sum(c.observation.startswith("Error:") for t in turns for c in t.calls)
     body: dict[str, Any] = {
         "format": fmt,
@@ -178,7 +181,7 @@ def teacher_payload(
                      "tool_errors": n_errors},
     }
     if fmt == "openai":
-        body["messages"] = _openai_messages(problem, turns)
+        body["messages"] = _openai_messages(problem, turns, thoughts=not single_calls)
         body["tools"] = TOOL_SCHEMAS
     else:
         body["text"] = _react_text(turns)
@@ -186,10 +189,11 @@ def teacher_payload(
 
 
 def teacher_trajectories(
-    problems: list[Problem], fmt: Format = "openai", seed: int = 0, error_rate: float = 0.1
+    problems: list[Problem], fmt: Format = "openai", seed: int = 0, error_rate: float = 0.1,
+    single_calls: bool = False,
 ) -> list[dict]:
     """Teacher payloads for `problems`, in order; see `teacher_payload`."""
-    return [teacher_payload(p, fmt, seed=seed, error_rate=error_rate) for p in problems]
+    return [teacher_payload(p, fmt, seed=seed, error_rate=error_rate, single_calls=single_calls) for p in problems]
 
 
 def assistant_texts(payload: dict) -> list[str]:
@@ -226,6 +230,7 @@ def dataset_records(
     seed: int = 0,
     error_rate: float = 0.1,
     include_tools: bool = False,
+    single_calls: bool = False,
 ) -> list[dict[str, Any]]:
     """Trainer dataset records (`contract.spans.DatasetRecord`) for the teacher's runs on `problems`.
 
@@ -241,7 +246,8 @@ def dataset_records(
 
     records: list[dict[str, Any]] = []
     for problem, payload in zip(
-        problems, teacher_trajectories(problems, fmt, seed=seed, error_rate=error_rate), strict=True
+        problems, teacher_trajectories(problems, fmt, seed=seed, error_rate=error_rate, single_calls=single_calls),
+        strict=True
     ):
         # As ingest does: only the format's own fields (and the task, which react needs) are parsed.
         parsed = parse(fmt, {k: v for k, v in payload.items() if k in ("messages", "tools", "text", "task")})

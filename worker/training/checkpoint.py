@@ -161,9 +161,12 @@ def save_checkpoint(
     meta: dict[str, Any],
     keep: int,
     fence: Fence | None = None,
+    gathered: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
 ) -> Path:
     """Write checkpoint `step` and promote it atomically (``worker.fence.LeaseLost`` when the attempt's lease
-    is gone: nothing is published), then prune older ones; returns its directory."""
+    is gone: nothing is published), then prune older ones; returns its directory. ``gathered`` = (trainable
+    tensors, optimizer state) of a sharded student (``worker.training.sharding``), written instead of the
+    model's and optimizer's own state."""
     fence = fence or current_fence()
     fence.check()  # a lost lease costs no write at all
     final = RunDir(Path(out_dir)).checkpoint(step)
@@ -173,8 +176,9 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    tensors, optimizer_state = gathered if gathered is not None else (trainable_state(model), optimizer.state_dict())
+    save_file(tensors, str(tmp / "model.safetensors"))
+    torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(weighting.state_dict(), tmp / "weighting.pt")
     torch.save(capture_rng_state(), tmp / "rng.pt")
@@ -257,11 +261,21 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     weighting: torch.nn.Module,
+    sharded_owner: torch.nn.Module | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Restore model/optimizer/scheduler/weighting/RNG in place; returns (meta, sampler_state)."""
+    """Restore model/optimizer/scheduler/weighting/RNG in place; returns (meta, sampler_state).
+    ``sharded_owner``: the model is an FSDP2 student and this module holds it and the span weights (every rank
+    calls this; the gathered files are scattered back, see ``worker.training.sharding``)."""
     path = Path(path)
-    load_trainable_state(model, load_file(str(path / "model.safetensors")))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    tensors = load_file(str(path / "model.safetensors"))
+    optimizer_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    if sharded_owner is not None:
+        from worker.training.sharding import load_full_state
+
+        load_full_state(model, sharded_owner, optimizer, tensors, optimizer_state)
+    else:
+        load_trainable_state(model, tensors)
+        optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))
     weighting.load_state_dict(torch.load(path / "weighting.pt", map_location="cpu", weights_only=True))
     restore_rng_state(torch.load(path / "rng.pt", map_location="cpu", weights_only=True))
@@ -279,5 +293,8 @@ def check_resumable(meta: dict[str, Any], config: DistillConfig, data_hash: str,
     changed += [f"training.{k}" for k in RESUME_TRAINING_KEYS if old.get("training", {}).get(k) != new["training"][k]]
     if meta.get("world_size", 1) != world:
         changed.append("world_size")
+    parallelism = new.get("resources", {}).get("parallelism", "ddp")
+    if world > 1 and old.get("resources", {}).get("parallelism", "ddp") != parallelism:
+        changed.append("resources.parallelism")
     if changed:
         raise BadJobInput(f"cannot resume the checkpoint in out_dir: config changed in {', '.join(changed)}")

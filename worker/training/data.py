@@ -26,7 +26,16 @@ from typing import Any
 
 from contract.spans import DatasetRecord
 from worker.context import BadJobInput
-from worker.training.render import ACTION, REASON, Mode, RenderedExample, RenderError, RenderStats, render_examples
+from worker.training.render import (
+    ACTION,
+    REASON,
+    Mode,
+    RenderedExample,
+    RenderError,
+    RenderStats,
+    Syntax,
+    render_examples,
+)
 
 
 @dataclass
@@ -75,8 +84,9 @@ def read_records(path: Path) -> list[DatasetRecord]:
 
 
 def prepare_examples(records: Iterable[DatasetRecord], tokenizer: Any, *, max_seq_len: int,
-                     mode: Mode = "span") -> PreparedData:
-    """Render every record into its split ("train" when the record has none); the train split in `mode`."""
+                     mode: Mode = "span", syntax: Syntax = "native") -> PreparedData:
+    """Render every record into its split ("train" when the record has none); the train split in `mode`; tool
+    calls in `syntax` (`render.render_examples`)."""
     splits = {"train": Split(), "eval": Split()}
     stats = {"train": RenderStats(), "eval": RenderStats()}
     skipped: Counter[str] = Counter()
@@ -96,6 +106,7 @@ def prepare_examples(records: Iterable[DatasetRecord], tokenizer: Any, *, max_se
                 tools=record.get("tools"),
                 example_id=rid,
                 mode=mode if split == "train" else "span",
+                syntax=syntax,
             )
         except (RenderError, KeyError, TypeError) as exc:
             skipped[f"{split}.render_error"] += 1

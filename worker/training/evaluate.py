@@ -173,7 +173,7 @@ def run_evaluation(config: EvaluateConfig, records: Sequence[DatasetRecord], out
     device = resolve_device(config.resources.device)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     tokenizer, vocab_size = load_tokenizers(config.student_model, config.teacher_model)
-    data = prepare_examples(records, tokenizer, max_seq_len=config.max_seq_len)
+    data = prepare_examples(records, tokenizer, max_seq_len=config.max_seq_len, syntax=config.tool_call_syntax)
     splits = {"train": [data.train], "eval": [data.eval], "all": [data.train, data.eval]}[config.split]
     examples = [e for split in splits for e in split.examples][: config.max_examples]
     if not examples:

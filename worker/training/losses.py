@@ -13,6 +13,20 @@ Logits are upcast to fp32 before softmax. Reason positions get KL(p_teacher ‖ 
 temperature T scaled by T² when a teacher is given, else cross-entropy; action positions always get
 cross-entropy. Sums (not means) and counts are returned: the recipe normalises over the whole
 accumulation window.
+
+**Offline teacher signal** (`topk_kl_rows`, DESIGN §5): instead of a teacher model, the batch carries the
+captured top-k teacher log-probs of every reason position (``topk_ids`` Long[N_kl, k], ``topk_logp``
+[N_kl, k + 1], the last column the teacher's leftover mass, see `worker.training.topk`). The estimator is
+top-k + one tail bucket: both distributions are coarse-grained onto the k + 1 outcomes {each id in S, "any other
+id"}, S the teacher's top-k, and
+
+    KL_k = Σ_{i∈S} p_i (log p_i − log q_i) + p_rest (log p_rest − log q_rest),   q_rest = Σ_{j∉S} q_j
+
+(scaled by T²; q the student's softmax at T, q_rest from a logsumexp over the ids outside S, never 1 − Σ).
+KL_k is the KL divergence of the coarse-grained distributions, so 0 ≤ KL_k ≤ KL (data processing inequality),
+it is zero when the student equals the teacher, it equals the full KL when k covers the vocabulary (p_rest = 0),
+and the gap is the KL between the two tail distributions weighted by p_rest: the student is pushed to put the
+teacher's leftover mass outside S, but not told how to spread it there.
 """
 
 from __future__ import annotations
@@ -75,6 +89,20 @@ def _kl_rows(s_logits: Tensor, t_logits: Tensor, temperature: float) -> Tensor:
     return kl * (temperature * temperature)
 
 
+def topk_kl_rows(s_logits: Tensor, t_ids: Tensor, t_logp: Tensor, temperature: float) -> Tensor:
+    """Top-k + tail KL (module docstring) per row. s_logits [n, V] fp32, t_ids Long[n, k], t_logp [n, k + 1]
+    (teacher log-probs of the ids, then of the leftover; normalised) → [n]. The teacher side carries no grad."""
+    log_q = F.log_softmax(s_logits / temperature, dim=-1)
+    log_q_top = log_q.gather(-1, t_ids)
+    # A finite fill instead of -inf keeps the gradient finite when S is the whole vocabulary (q_rest ≈ e^-1e4).
+    log_q_rest = torch.logsumexp(log_q.scatter(-1, t_ids, -1e4), dim=-1, keepdim=True)
+    log_q_all = torch.cat([log_q_top, log_q_rest], dim=-1)
+    t_logp = t_logp.detach().float()
+    # p = 0 (an empty tail) contributes 0, not 0·(-inf): clamp both logs before the product.
+    kl = (t_logp.exp() * (t_logp.clamp(min=-1e4) - log_q_all.clamp(min=-1e4))).sum(-1)
+    return kl * (temperature * temperature)
+
+
 def _chunked_rows(
     fn: Callable[..., Tensor], inputs: list[Tensor], chunk_size: int, use_checkpoint: bool, is_last: bool
 ) -> Tensor:
@@ -119,6 +147,9 @@ def compute_span_losses(
         raise ValueError("chunk_size must be ≥ 1 and temperature > 0")
     input_ids, kinds = batch["input_ids"], batch["kinds"]
     attn = batch.get("attention_mask", torch.ones_like(input_ids)).bool()
+    offline = (batch["topk_ids"], batch["topk_logp"]) if "topk_ids" in batch else None
+    if offline is not None and (teacher is not None or mode != "span"):
+        raise ValueError("an offline teacher signal (topk_ids) is used in span mode, without a teacher model")
     bsz = input_ids.shape[0]
 
     hidden = final_hidden_states(student, input_ids, attn.long())  # [B, T, H]
@@ -127,7 +158,7 @@ def compute_span_losses(
     if mode == "flat":
         use_kl = sup if teacher is not None else torch.zeros_like(sup)
     else:
-        use_kl = sup & (tgt_kind == REASON) if teacher is not None else torch.zeros_like(sup)
+        use_kl = sup & (tgt_kind == REASON) if teacher is not None or offline else torch.zeros_like(sup)
     use_ce = sup & ~use_kl
     is_reason = (tgt_kind == REASON) if mode == "span" else torch.full_like(sup, teacher is not None)
 
@@ -149,7 +180,7 @@ def compute_span_losses(
         [hidden[ce_b, ce_t], targets[ce_b, ce_t]],
         chunk_size,
         grad_on,
-        is_last=teacher is None or kl_b.numel() == 0,
+        is_last=(teacher is None and offline is None) or kl_b.numel() == 0,
     )
 
     if teacher is not None and kl_b.numel() > 0:
@@ -170,6 +201,14 @@ def compute_span_losses(
             return _kl_rows(s_logits_of(h), t_logits, temperature)
 
         kl_rows = _chunked_rows(kl_fn, [hidden[kl_b, kl_t], t_hidden], chunk_size, grad_on, is_last=True)
+    elif offline is not None and kl_b.numel() > 0:
+        t_ids, t_logp = offline
+        if t_ids.shape[0] != kl_b.numel():
+            raise ValueError(f"the offline signal has {t_ids.shape[0]} rows for {kl_b.numel()} reason positions")
+        kl_rows = _chunked_rows(
+            lambda h, i, lp: topk_kl_rows(s_logits_of(h), i, lp, temperature),
+            [hidden[kl_b, kl_t], t_ids, t_logp], chunk_size, grad_on, is_last=True,
+        )
     else:
         kl_rows = hidden[kl_b, kl_t].float().sum(-1)  # empty [0], still attached to the graph
 

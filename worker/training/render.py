@@ -24,17 +24,22 @@ is trained, never silently lost; the full conversation still trains every turn i
 counts these split turns, turns that could not be rendered at all, context the template did not show verbatim,
 and truncation (`truncate`: whole messages only, the window with the most supervised tokens).
 
+**Tool calls** are rendered in the family's own syntax by default (``syntax="native"``, `native`): structured
+calls go to the template, spans are mapped onto its rendering; a template that cannot take them gets the
+canonical Hermes text instead, counted in ``native_fallback``.
+
 Loss uses shifted labels downstream: the kind of token t+1 decides the loss at position t.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from worker.training.native import Support, native_layout, native_support, uses_native
 from worker.training.template import (
     PLAIN_TEMPLATE_DOC,
     Layout,
@@ -48,6 +53,7 @@ from worker.training.truncate import best_window
 
 NONE, REASON, ACTION = 0, 1, 2  # the codes of tokens.KIND_CODES
 Mode = Literal["span", "flat"]
+Syntax = Literal["native", "hermes"]
 
 
 @dataclass
@@ -80,6 +86,8 @@ class RenderStats:
     truncated_examples: int = 0
     truncated_tokens: int = 0  # tokens dropped by truncation
     truncated_supervised_tokens: int = 0  # of which supervised
+    native_rendered: int = 0  # trajectories whose calls the template rendered in its own syntax (`native`)
+    native_fallback: int = 0  # trajectories with calls rendered as canonical Hermes text (template can't take them)
 
     def add(self, other: RenderStats) -> None:
         for name, value in asdict(other).items():
@@ -96,6 +104,7 @@ class RenderResult:
     examples: list[RenderedExample]
     stats: RenderStats = field(default_factory=RenderStats)
     skipped: str | None = None
+    note: str | None = None  # why native rendering fell back to the canonical text, when it did
 
 
 @dataclass
@@ -107,6 +116,8 @@ class _Job:
     tokenizer: Any
     tools: Any
     flat: bool
+    layout: Callable[[Sequence[Mapping[str, Any]]], Layout]
+    native: bool = False
 
 
 def _trains(message: Mapping[str, Any], spans: Sequence[Mapping[str, Any]], flat: bool) -> bool:
@@ -138,7 +149,7 @@ def _render_conversation(job: _Job, keep: list[int], trained: set[int],
                          layout: Layout | None = None) -> tuple[list[int], np.ndarray, np.ndarray, Layout]:
     """Render messages `keep` (in order), training the turns in `trained` that the render shows whole."""
     if layout is None:
-        layout = conversation_layout([job.messages[k] for k in keep], job.tokenizer, job.tools)
+        layout = job.layout([job.messages[k] for k in keep])
     ranges: list[tuple[int, int, int]] = []
     for j, k in enumerate(keep):
         placed = layout.placed[j]
@@ -199,7 +210,14 @@ def _conversation_example(job: _Job, trained: list[int], layout: Layout, max_seq
 
 
 def _turn_render(job: _Job, k: int, first: int, n_head: int) -> tuple[list[int], np.ndarray]:
-    """Turn k alone, after the template's own prompt for it over the system messages + messages[first:k]."""
+    """Turn k alone, after the template's own prompt for it over the system messages + messages[first:k]
+    (native: the conversation of those messages and turn k, rendered natively, training turn k)."""
+    if job.native:
+        keep = list(range(n_head)) + list(range(first, k)) + [k]
+        ids, kinds, _, layout = _render_conversation(job, keep, {k})
+        if layout.placed[-1] is None:
+            raise RenderError(f"the chat template does not show turn {k} whole even as the last turn")
+        return ids, kinds
     history = [job.messages[i] for i in list(range(n_head)) + list(range(first, k))]
     prompt, suffix = generation_prompt(history, job.tokenizer, job.tools)
     if not suffix:
@@ -254,21 +272,59 @@ def render_examples(
     tools: Any = None,
     example_id: str | None = None,
     mode: Mode = "span",
+    syntax: Syntax = "native",
 ) -> RenderResult:
     """Render one canonical trajectory into its training examples (see the module docstring).
 
+    ``syntax="native"`` passes structured tool calls to the chat template (`native`); where the template cannot
+    take them, or does not show a trained turn whole even alone, the canonical text is rendered instead and
+    counted in ``stats.native_fallback`` (``note`` says why). ``"hermes"`` always renders the canonical text.
     Raises RenderError when the spans are invalid or the template cannot render the conversation.
     """
     if mode not in ("span", "flat"):
         raise ValueError(f"mode must be 'span' or 'flat', not {mode!r}")
-    job = _Job(messages, group_spans(messages, spans), tokenizer, tools, mode == "flat")
+    if syntax not in ("native", "hermes"):
+        raise ValueError(f"syntax must be 'native' or 'hermes', not {syntax!r}")
+    by_message = group_spans(messages, spans)
+
+    def canonical(layout_messages: Sequence[Mapping[str, Any]]) -> Layout:
+        return conversation_layout(layout_messages, tokenizer, tools)
+
+    if syntax == "hermes" or not uses_native(messages) or not getattr(tokenizer, "chat_template", None):
+        return _render(_Job(messages, by_message, tokenizer, tools, mode == "flat", canonical), max_seq_len,
+                       example_id)
+    support = native_support(tokenizer)
+    note = support.reason
+    if support.calls:
+        def native(layout_messages: Sequence[Mapping[str, Any]], support: Support = support) -> Layout:
+            return native_layout(layout_messages, tokenizer, tools, support)
+
+        try:
+            result = _render(_Job(messages, by_message, tokenizer, tools, mode == "flat", native, True),
+                             max_seq_len, example_id)
+        except RenderError as exc:
+            note = f"the chat template refused the structured calls: {str(exc)[:160]}"
+        else:
+            if result.stats.unrendered_turns == 0:
+                result.stats.native_rendered = 1
+                return result
+            note = "the chat template drops text of a turn with calls (e.g. free text next to a call)"
+    result = _render(_Job(messages, by_message, tokenizer, tools, mode == "flat", canonical), max_seq_len,
+                     example_id)
+    result.stats.native_fallback = 1
+    result.note = f"tool calls rendered in the canonical Hermes text, not natively: {note}"
+    return result
+
+
+def _render(job: _Job, max_seq_len: int, example_id: str | None) -> RenderResult:
+    messages = job.messages
     wanted = [i for i, m in enumerate(messages) if _trains(m, job.by_message[i], job.flat)]
     result = RenderResult([])
     if not wanted:
         result.skipped = "no_supervised_tokens"
         return result
     stats = result.stats
-    layout = conversation_layout(messages, tokenizer, tools)
+    layout = job.layout(messages)
     whole = [i for i in wanted if layout.placed[i] is not None]
     split = [i for i in wanted if layout.placed[i] is None]
     stats.context_not_verbatim = sum(p is None for i, p in enumerate(layout.placed) if i not in wanted)
@@ -308,11 +364,12 @@ def render_trajectory(
     tools: Any = None,
     example_id: str | None = None,
     mode: Mode = "span",
+    syntax: Syntax = "native",
 ) -> RenderedExample | None:
     """The first example of `render_examples` (the whole conversation when the template shows it whole), or
     None when nothing is left to train. Raises RenderError like `render_examples`."""
     result = render_examples(messages, spans, tokenizer, max_seq_len=max_seq_len, tools=tools,
-                             example_id=example_id, mode=mode)
+                             example_id=example_id, mode=mode, syntax=syntax)
     return result.examples[0] if result.examples else None
 
 
@@ -332,16 +389,5 @@ def collate(examples: Sequence[RenderedExample], pad_id: int) -> dict[str, Any]:
     return {"input_ids": input_ids, "attention_mask": attention, "kinds": kinds}
 
 
-__all__ = [
-    "ACTION",
-    "NONE",
-    "PLAIN_TEMPLATE_DOC",
-    "REASON",
-    "RenderError",
-    "RenderResult",
-    "RenderStats",
-    "RenderedExample",
-    "collate",
-    "render_examples",
-    "render_trajectory",
-]
+__all__ = ["ACTION", "NONE", "PLAIN_TEMPLATE_DOC", "REASON", "RenderError", "RenderResult", "RenderStats",
+           "RenderedExample", "Syntax", "collate", "render_examples", "render_trajectory"]

@@ -226,7 +226,7 @@ def plain_prompt(messages: Sequence[Mapping[str, Any]], tokenizer: Any, tools: A
     return plain_layout(messages, tokenizer, tools).text + "<|assistant|>\n"
 
 
-def _whitespace_tolerant(text: str, rendered: str, cursor: int) -> Placement | None:
+def whitespace_tolerant(text: str, rendered: str, cursor: int) -> Placement | None:
     """Find `text` from `cursor` with whitespace runs free to differ (and leading/trailing ones dropped)."""
     core = text.strip()
     if not core:
@@ -262,7 +262,7 @@ def _place_in_order(texts: Sequence[str], rendered: str) -> list[Placement | Non
     cursor = 0
     for text in texts:
         at = rendered.find(text, cursor)
-        found = Placement(at, len(text)) if at >= 0 else _whitespace_tolerant(text, rendered, cursor)
+        found = Placement(at, len(text)) if at >= 0 else whitespace_tolerant(text, rendered, cursor)
         placed.append(found)
         if found is not None:
             cursor = found.end
@@ -289,6 +289,12 @@ def template_layout(messages: Sequence[Mapping[str, Any]], tokenizer: Any, tools
         cursor = at + len(mark)
     if len(placed) != len(texts) or "".join(pieces) + skeleton[cursor:] != rendered:
         placed = _place_in_order(texts, rendered)
+    return Layout(rendered, placed, assistant_eots(messages, placed, rendered, tokenizer))
+
+
+def assistant_eots(messages: Sequence[Mapping[str, Any]], placed: Sequence[Placement | None], rendered: str,
+                   tokenizer: Any) -> list[tuple[int, int] | None]:
+    """The end-of-turn char range after each placed assistant message of a rendered conversation (else None)."""
     info = template_info(tokenizer)
     openers = info.openers
     if openers is None:  # no probe rendered: the specials of this conversation's first header open turns
@@ -301,7 +307,7 @@ def template_layout(messages: Sequence[Mapping[str, Any]], tokenizer: Any, tools
             continue
         limit = max(p.end, next((q.start for q in placed[i + 1 :] if q is not None), len(rendered)))
         eot.append(_eot_at(rendered, p.end, limit, info, openers))
-    return Layout(rendered, placed, eot)
+    return eot
 
 
 def _eot_at(text: str, end: int, limit: int, info: TemplateInfo, openers: frozenset[str]) -> tuple[int, int] | None:

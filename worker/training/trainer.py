@@ -12,10 +12,15 @@
     checkpoint  rank 0 writes checkpoints/step-N every `checkpoint_every` steps and when the run ends or stops
     finish      evaluate after, the eval report, save_pretrained into final/, the loss-curve plot
 
-Under torchrun (`worker.training.train`) the student and the span weights are wrapped together in DDP; each
-rank scales its share of the global-mean loss by world_size to undo DDP's gradient averaging. Rank 0 alone
+Under torchrun (`worker.training.train`) the student and the span weights are wrapped together in DDP, or with
+`resources.parallelism: "fsdp"` the student is sharded with FSDP2 (`sharding.py`: gathered checkpoints, every
+rank evaluates in lockstep); each rank scales its share of the global-mean loss by world_size to undo the
+gradient averaging. Rank 0 alone
 writes checkpoints, metrics and reports, each through the job attempt's fence (`checkpoint.py`, `worker.fence`).
 File names come from `contract.rundir`; the objective is in `objective.py`, checkpoints and resume in `checkpoint.py`.
+With ``teacher_signal: "offline"`` no teacher is loaded: each micro-batch carries a capture's top-k rows (`topk.py`).
+
+Why this file is long: one class holds the run's phases in reading order; splitting it would scatter that order.
 """
 
 from __future__ import annotations
@@ -46,6 +51,16 @@ from worker.training.objective import PCGradBuffers, StepContext, StepSums, Stud
 from worker.training.optim import build_optimizer, build_scheduler, seed_everything
 from worker.training.plots import plot_run
 from worker.training.render import collate
+from worker.training.sharding import (
+    gather_model_state,
+    gather_optimizer_state,
+    grad_norm_value,
+    reduce_replicated_grads,
+    set_gradient_sync,
+    shard_student,
+    trainable_subset,
+    unsharded_copy,
+)
 
 
 def run_training(
@@ -76,7 +91,9 @@ def run_training(
         if tc.checkpoint_every and step % tc.checkpoint_every == 0:
             trainer.checkpoint()
         if tc.eval_every and step % tc.eval_every == 0 and step < trainer.total_steps and trainer.evaluates:
-            ckpt.append_row(trainer.run.metrics, {"step": step, "eval": trainer.evaluate()})
+            report = trainer.evaluate()
+            if trainer.is_main:
+                ckpt.append_row(trainer.run.metrics, {"step": step, "eval": report})
     trainer.checkpoint()
     return trainer.finish(before)
 
@@ -99,6 +116,7 @@ class Trainer:
     run: RunDir
     rank: int
     world: int
+    sharded: bool  # FSDP2 (resources.parallelism="fsdp" over several ranks), see sharding.py
     device: torch.device
     use_bf16: bool
     tokenizer: Any
@@ -115,6 +133,7 @@ class Trainer:
     total_steps: int
     meta: dict[str, Any]  # what every checkpoint's meta.json records besides its step
     state: TrainState = field(default_factory=TrainState)
+    offline: Any = None  # topk.OfflineSignal: the captured teacher rows of teacher_signal='offline'
 
     # -- setup -------------------------------------------------------------------------------------------
 
@@ -132,15 +151,22 @@ class Trainer:
 
         use_teacher = lc.teacher_signal == "online"
         tokenizer, vocab_size = load_tokenizers(config.student_model, config.teacher_model if use_teacher else None)
-        data = prepare_examples(records, tokenizer, max_seq_len=tc.max_seq_len, mode=lc.mode)
+        data = prepare_examples(records, tokenizer, max_seq_len=tc.max_seq_len, mode=lc.mode,
+                                syntax=tc.tool_call_syntax)
         if len(data.train) == 0:
             raise BadJobInput(f"no trainable example in the train split (skipped: {data.skipped})")
+        from worker.training.topk import offline_signal
+
+        offline = offline_signal(config, data.train.examples, vocab_size)
         student = load_student(config, device, vocab_size)
         teacher = None
         if use_teacher and config.teacher_model:
             teacher = load_teacher(config.teacher_model, device, torch.bfloat16 if use_bf16 else torch.float32)
             check_embedding_rows(teacher, vocab_size, "the teacher")
         weighting = SpanWeighting(lc.weighting, alpha=lc.alpha, beta=lc.beta).to(device)
+        sharded = world > 1 and config.resources.parallelism == "fsdp"
+        if sharded:  # before the optimizer: it must hold the sharded parameters
+            shard_student(student, device, world)
 
         optimizer = build_optimizer(student, weighting, config)
         global_batch = tc.micro_batch_size * tc.grad_accum_steps * world
@@ -159,13 +185,14 @@ class Trainer:
         meta = {"job_id": job_id, "config": config.model_dump(mode="json"), "dataset_hash": data_hash,
                 "code_version": ckpt.code_version(), "world_size": world, "total_steps": total_steps}
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-        trainer = cls(config=config, run=run, rank=rank, world=world, device=device, use_bf16=use_bf16,
+        trainer = cls(config=config, run=run, rank=rank, world=world, sharded=sharded, device=device, use_bf16=use_bf16,
                       tokenizer=tokenizer, vocab_size=vocab_size, pad_id=pad_id, data=data, student=student,
                       teacher=teacher, weighting=weighting, module=StudentObjective(student, weighting),
-                      optimizer=optimizer, scheduler=scheduler, sampler=sampler, total_steps=total_steps, meta=meta)
+                      optimizer=optimizer, scheduler=scheduler, sampler=sampler, total_steps=total_steps, meta=meta,
+                      offline=offline)
         trainer.resume(data_hash)
         barrier()
-        if world > 1:
+        if world > 1 and not sharded:
             trainer.module = DistributedDataParallel(
                 trainer.module, device_ids=[device.index] if device.type == "cuda" else None
             )
@@ -175,11 +202,14 @@ class Trainer:
         """Restore the newest complete checkpoint of the run directory, if any (``BadJobInput`` when it
         belongs to other records or a changed config); later metric lines are dropped, to be recomputed."""
         latest = ckpt.find_latest_checkpoint(self.run.root)
-        if latest is None:
+        if latest is None:  # an attempt that died before its first checkpoint: its metric lines are redone
+            if self.is_main:
+                ckpt.trim_rows(self.run.metrics, 0)
             return
         ckpt.check_resumable(ckpt.read_meta(latest), self.config, data_hash, self.world)
         meta, sampler_state = ckpt.load_checkpoint(
-            latest, model=self.student, optimizer=self.optimizer, scheduler=self.scheduler, weighting=self.weighting
+            latest, model=self.student, optimizer=self.optimizer, scheduler=self.scheduler, weighting=self.weighting,
+            sharded_owner=self.module if self.sharded else None,
         )
         self.sampler.load_state_dict(sampler_state)
         step = int(meta["step"])
@@ -193,8 +223,9 @@ class Trainer:
 
     @property
     def evaluates(self) -> bool:
-        """Whether this rank evaluates: rank 0, when there is an eval split and examples to score."""
-        return self.is_main and len(self.data.eval) > 0 and self.config.training.eval_max_examples > 0
+        """Whether this rank evaluates: rank 0 (every rank in lockstep when sharded), when there is an eval split
+        and examples to score. Only rank 0 writes what it finds."""
+        return (self.is_main or self.sharded) and len(self.data.eval) > 0 and self.config.training.eval_max_examples > 0
 
     # -- evaluate ----------------------------------------------------------------------------------------
 
@@ -219,7 +250,8 @@ class Trainer:
             return None
         if self.state.step == 0:
             before = self.evaluate()
-            ckpt.write_json(self.run.eval_before, before)
+            if self.is_main:
+                ckpt.write_json(self.run.eval_before, before)
             return before
         if self.run.eval_before.exists():
             return cast(dict[str, Any], json.loads(self.run.eval_before.read_text()))
@@ -257,7 +289,7 @@ class Trainer:
         sums = self._backward(micro, ctx)
         model_params = [p for p in self.student.parameters() if p.requires_grad]
         clip = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model_params, clip))
+        grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(model_params, clip))
         lr = float(self.scheduler.get_last_lr()[0])
         self.optimizer.step()
         self.scheduler.step()
@@ -279,6 +311,8 @@ class Trainer:
         sums = StepSums()
         for j, idx in enumerate(micro):
             batch = {k: v.to(self.device) for k, v in collate([train.examples[i] for i in idx], self.pad_id).items()}
+            if self.offline is not None:
+                batch.update(self.offline.rows([train.examples[i] for i in idx], self.device))
             complexity = torch.tensor([train.complexities[i] for i in idx], device=self.device)
             # DDP reduces on the window's last backward; PCGrad reduces itself (it projects the GLOBAL gradients).
             reduce_now = self.world == 1 or (j == len(micro) - 1 and buffers is None)
@@ -293,9 +327,14 @@ class Trainer:
             sums.add(parts, total)
         if buffers is not None:
             buffers.apply(self.world)
+        if self.sharded:  # the span weights are replicated, not sharded: averaged like DDP would
+            reduce_replicated_grads(self.weighting, self.world)
         return sums
 
     def _no_sync(self, skip: bool) -> AbstractContextManager[Any]:
+        if self.sharded:
+            set_gradient_sync(self.student, not skip)
+            return nullcontext()
         return cast(DistributedDataParallel, self.module).no_sync() if skip else nullcontext()
 
     def _autocast(self) -> AbstractContextManager[Any]:
@@ -342,6 +381,10 @@ class Trainer:
         if self.state.last_saved == step:
             return
         path = None
+        gathered = None
+        if self.sharded:  # every rank gathers; rank 0 writes the same files an unsharded run writes
+            state = trainable_subset(self.student, gather_model_state(self.student))
+            gathered = (state, gather_optimizer_state(self.module, self.optimizer))
         if self.is_main:
             path = ckpt.save_checkpoint(
                 self.run.root,
@@ -353,6 +396,7 @@ class Trainer:
                 sampler_state=self.sampler.state_dict(),
                 meta=self.meta,
                 keep=self.config.training.keep_checkpoints,
+                gathered=gathered,
             )
         barrier()
         self.state.checkpoint_dir, self.state.last_saved = path, step
@@ -377,12 +421,17 @@ class Trainer:
     def finish(self, before: dict[str, Any] | None) -> TrainResult:
         """Evaluate after training, write the eval report, the final model and the plot (rank 0)."""
         result = self.result("completed")
+        after = self.evaluate() if self.evaluates else None  # every rank of a sharded run, in lockstep
+        student = self.student
+        if self.sharded:  # a collective; the gathered state lands on rank 0 only
+            state = gather_model_state(self.student)
+            student = unsharded_copy(self.student, state) if self.is_main else student
         if self.is_main:
-            if self.evaluates:
-                report = make_report(before, self.evaluate())
+            if after is not None:
+                report = make_report(before, after)
                 ckpt.write_json(self.run.eval_report, report)
                 result.eval_report, result.eval_report_path = report, self.run.eval_report
-            result.final_dir = save_final(self.student, self.tokenizer, self.run.final)
+            result.final_dir = save_final(student, self.tokenizer, self.run.final)
             ckpt.check_lease()
             result.plot_path = plot_run(self.run)
         barrier()

@@ -21,7 +21,7 @@ from contract.spans import DatasetRecord
 from contract.token_views import KIND_LETTERS, MAX_TOKENS, MAX_TRAJECTORIES, TOKEN_VIEWS, TokenView
 from worker.context import JobContext
 from worker.fence import Fence, LeaseLost
-from worker.training.render import ACTION, REASON, RenderedExample, RenderError, render_examples
+from worker.training.render import ACTION, REASON, RenderedExample, RenderError, Syntax, render_examples
 
 _LETTER = {REASON: KIND_LETTERS["reason"], ACTION: KIND_LETTERS["action"]}
 
@@ -67,13 +67,13 @@ def example_view(example: RenderedExample, tokenizer: Any, observations: Sequenc
 
 
 def token_views(records: Sequence[DatasetRecord], tokenizer: Any, *, max_seq_len: int,
-                limit: int = MAX_TRAJECTORIES) -> Iterator[TokenView]:
+                limit: int = MAX_TRAJECTORIES, syntax: Syntax = "native") -> Iterator[TokenView]:
     """The views of the first ``limit`` records (train split first); records that cannot be rendered are left out."""
     ordered = sorted(records, key=lambda r: r.get("split") != "train")[:limit]
     for record in ordered:
         try:
             result = render_examples(record["messages"], record["spans"], tokenizer, max_seq_len=max_seq_len,
-                                     tools=record.get("tools"))
+                                     tools=record.get("tools"), syntax=syntax)
         except RenderError:
             continue
         observations = _observation_texts(record["messages"], record["spans"])
@@ -82,7 +82,7 @@ def token_views(records: Sequence[DatasetRecord], tokenizer: Any, *, max_seq_len
 
 
 def write_token_views(out_dir: Path, records: Sequence[DatasetRecord], student_model: str, *, max_seq_len: int,
-                      fence: Fence) -> int:
+                      fence: Fence, syntax: Syntax = "native") -> int:
     """Write ``token_views.jsonl`` into the run directory (assembled aside, promoted by the attempt's fence);
     returns the number of lines. The trajectory id leads each line (``contract.token_views.line_prefix``)."""
     from worker.training.models import load_tokenizers
@@ -94,21 +94,23 @@ def write_token_views(out_dir: Path, records: Sequence[DatasetRecord], student_m
     scratch = fence.scratch(target)
     n = 0
     with open(scratch, "w", encoding="utf-8") as fh:
-        for view in token_views(records, tokenizer, max_seq_len=max_seq_len):
+        for view in token_views(records, tokenizer, max_seq_len=max_seq_len, syntax=syntax):
             fh.write(json.dumps(view, ensure_ascii=False) + "\n")
             n += 1
     fence.promote(scratch, target)
     return n
 
 
-def write_for_job(ctx: JobContext, student_model: str, max_seq_len: int, records: Sequence[DatasetRecord]) -> None:
+def write_for_job(ctx: JobContext, student_model: str, max_seq_len: int, records: Sequence[DatasetRecord],
+                  syntax: Syntax = "native") -> None:
     """The distill handler's call: write the views, logging instead of failing (they are for people, not
     training), except a lost lease, which stops the attempt like any other write. A later attempt of the job
     keeps the file an earlier one wrote: the dataset is a frozen snapshot and the student the same."""
     if (ctx.out_dir / TOKEN_VIEWS).exists():
         return
     try:
-        n = write_token_views(ctx.out_dir, records, student_model, max_seq_len=max_seq_len, fence=ctx.fence)
+        n = write_token_views(ctx.out_dir, records, student_model, max_seq_len=max_seq_len, fence=ctx.fence,
+                              syntax=syntax)
     except LeaseLost:
         raise
     except Exception as exc:
