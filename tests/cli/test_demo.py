@@ -21,7 +21,7 @@ def test_a_short_demo_runs_end_to_end(database_url: str, tmp_path: Path) -> None
     env = {k: v for k, v in os.environ.items() if k not in ("DISTILLERY_MODELS_ROOT", "DISTILLERY_DATABASE_URL")}
     run = subprocess.run(
         [sys.executable, "-m", "cli.main", "demo", "--data-dir", str(data), "--database-url", database_url,
-         "--port", "0", "--steps", "8", "--train-tasks", "16", "--held-out", "3", "--out", str(out_dir)],
+         "--port", "0", "--steps", "8", "--train-tasks", "32", "--held-out", "3", "--out", str(out_dir)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
 
@@ -30,7 +30,7 @@ def test_a_short_demo_runs_end_to_end(database_url: str, tmp_path: Path) -> None
     log = run.stderr
     for step in range(1, 8):
         assert f"[{step}/7] " in log
-    assert "16 trajectories stored (16 new), 0 failed" in log
+    assert "32 trajectories stored (32 new), 0 failed" in log
     assert re.search(r"^step 8/8  loss \d+\.\d{4}", log, re.MULTILINE)  # plain progress lines: not a terminal
     assert "succeeded" in log and "distillery serve" in log and "DISTILLERY_API_KEY=dk_" in log
 
@@ -59,6 +59,6 @@ def test_a_short_demo_runs_end_to_end(database_url: str, tmp_path: Path) -> None
                                  {"id": summary["dataset_id"]}).scalar_one()
     finally:
         engine.dispose()
-    assert statuses == [("approved", 16)]
-    assert job.status == "succeeded" and str(job.dataset_id) == summary["dataset_id"] and items == 16
+    assert statuses == [("approved", 32)]
+    assert job.status == "succeeded" and str(job.dataset_id) == summary["dataset_id"] and items == 32
     assert job.config["student_model"] == str((data / "models" / "demo-student").resolve())
