@@ -56,11 +56,12 @@ def database_url() -> Iterator[str]:
 def settings(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from app.config import Settings
 
-    # Keys are looked up on every request (auth_cache_seconds=0), so the lookup budget and the per-key limits
-    # are set far above what the suite sends: its own traffic must never meet a 429 (tests of the limits
-    # build their own Limiter).
+    # The key cache runs as in production (default auth_cache_seconds), so revocation is proved against it;
+    # a test that needs every request looked up uses ``settings.model_copy(update={"auth_cache_seconds": 0})``.
+    # The lookup budget and the per-key limits are set far above what the suite sends: its own traffic must
+    # never meet a 429 (tests of the limits build their own Limiter).
     return Settings(admin_key=ADMIN_KEY, data_dir=tmp_path_factory.mktemp("data"), log_json=True,
-                    auth_cache_seconds=0, auth_lookups_per_second=100_000, rate_limit_per_second=100_000,
+                    auth_lookups_per_second=100_000, rate_limit_per_second=100_000,
                     rate_limit_burst=100_000, max_in_flight_per_key=1_000)
 
 

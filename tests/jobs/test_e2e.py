@@ -151,9 +151,13 @@ def test_sse_streams_live_and_ends_on_terminal_state(committed, database) -> Non
     reader.start()
     with database.engine.begin() as conn:
         queue.set_progress(conn, uuid.UUID(job_id), "w-sse", [{"step": 1, "total": 2}])
-    import time
+    # Idle after the progress event: a keep-alive comment must come (within the heartbeat; the bound is generous).
+    def idle_keep_alive() -> bool:
+        seen = list(frames)
+        progress = [i for i, f in enumerate(seen) if f == "event: progress"]
+        return bool(progress) and ": keep-alive" in seen[progress[-1]:]
 
-    time.sleep(1.5)  # idle: keep-alive comments
+    wait_for("a keep-alive while idle", idle_keep_alive, timeout=15)
     with database.engine.begin() as conn:
         queue.finish(conn, uuid.UUID(job_id), "w-sse", "succeeded", result={"ok": True})
     reader.join(timeout=15)

@@ -8,6 +8,7 @@ import os
 import sys
 
 from tests.jobs.conftest import distill_spec, make_dataset, wait_for
+from tests.jobs.proctree import alive, torchrun_tree
 from worker.launchers.torchrun import child_pids, torchrun_command
 from worker.loop import run_worker, start_background_worker
 
@@ -48,6 +49,9 @@ def test_two_ranks_train_and_stop_on_cancel(committed, database_url, jobs_settin
     try:
         wait_for("the ranks to train", lambda: ((client.get(f"/v1/jobs/{job_id}").json()["progress"] or {})
                                                 .get("step", 0) >= 2), timeout=90, interval=0.1)
+        # The worker is a thread of this process: torchrun is our child, the ranks our grandchildren.
+        tree = torchrun_tree(os.getpid())
+        assert len(tree) == 3, {p: _cmdline(p) for p in tree}  # torchrun and its two ranks, by their real pids
         assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
         wait_for("the cancel", lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled",
                  timeout=30, interval=0.1)
@@ -64,6 +68,7 @@ def test_two_ranks_train_and_stop_on_cancel(committed, database_url, jobs_settin
     assert any(e["message"].startswith("the ranks stopped; torchrun exited with") for e in events)
     assert (out / "train.log").is_file()
     assert child_pids(os.getpid()) == [] or all("torch" not in _cmdline(p) for p in child_pids(os.getpid()))
+    wait_for("torchrun and the ranks to be gone", lambda: alive(tree) == [], timeout=30)  # no rank left behind
 
 
 def _cmdline(pid: int) -> str:

@@ -142,12 +142,21 @@ def test_distill_without_its_dataset_fails_at_once(engine: Engine, database_url:
     assert f"dataset {dataset_id} not found" in row.error
 
 
+def _claimed_once(engine: Engine, worker_id: str) -> bool:
+    """The worker has finished a claim: each claim marks its row alive in its own transaction, after the one
+    that registered it (both stamp ``now()``, the transaction's start)."""
+    with engine.connect() as conn:
+        return bool(conn.execute(text("SELECT count(*) FROM workers WHERE id = :w AND last_heartbeat_at > started_at"),
+                                 {"w": worker_id}).scalar())
+
+
 def test_notify_wakes_a_waiting_worker_and_stop_hands_back(engine: Engine, database_url: str, settings) -> None:  # type: ignore[no-untyped-def]
-    stop = start_background_worker(database_url, settings, kinds=["test_noop", "test_count"], poll_interval=30)
+    stop = start_background_worker(database_url, settings, kinds=["test_noop", "test_count"], poll_interval=30,
+                                   worker_id="w-notify")
     try:
-        with engine.connect() as conn:
-            _wait_for("the worker", lambda: conn.execute(text("SELECT count(*) FROM workers")).scalar())
-        time.sleep(0.5)  # it has made its first (empty) claim and sleeps on LISTEN for up to 30 s
+        # Enqueue only once its first (empty) claim is done: from then on it sleeps on LISTEN for 30 s, so a job
+        # it runs within the 10 s below was delivered by the NOTIFY, not found by that claim.
+        _wait_for("the worker's first claim", lambda: _claimed_once(engine, "w-notify"))
         job_id = _enqueue(engine, "test_noop")
         _wait_for("the job to succeed via NOTIFY", lambda: _job(engine, job_id).status == "succeeded", timeout=10)
 

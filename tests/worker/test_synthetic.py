@@ -226,7 +226,8 @@ def test_openai_runner_executes_calls_and_reports_malformed_ones() -> None:
     assert roles == ["system", "user", "assistant", "tool", "tool", "assistant", "tool", "assistant", "tool",
                      "assistant"]
     t = result.transcript
-    assert t[2]["tool_calls"] == [{"id": "call_1", "name": "lookup", "arguments": {"item": "apple"}}]
+    assert t[2]["tool_calls"] == [{"id": "call_1", "name": "lookup", "arguments": {"item": "apple"},
+                                   "raw_arguments": '{"item": "apple"}'}]
     assert t[3] == {"role": "tool", "text": "0.5", "tool_call_id": "call_1"}
     assert t[4] == {"role": "tool", "text": "Error: tool call is not valid JSON"}
     assert "tool_calls" not in t[5] and t[6]["text"] == "Error: unterminated <tool_call> block"
@@ -288,7 +289,7 @@ def _replayed_transcript(payload: dict[str, Any], problem: Any, fmt: Format) -> 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_runner_conversation_matches_the_format_parser(fmt: Format) -> None:
-    formats = pytest.importorskip("contract.formats")
+    import contract.formats as formats  # the project's own module: an import error must fail, not skip
     for problem in generate_problems(20, seed=5):
         payload = teacher_payload(problem, fmt, seed=5, error_rate=0.3)
         # As ingest does: the format's own fields, plus the task for react.
@@ -299,7 +300,7 @@ def test_runner_conversation_matches_the_format_parser(fmt: Format) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tiny = pytest.importorskip("worker.training.tiny")
+    from worker.training import tiny
     corpus = []
     for fmt in FORMATS:
         for payload in teacher_trajectories(generate_problems(30, seed=0), fmt):
@@ -310,8 +311,9 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("chat_template", [True, False])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_prompts_are_prefixes_of_the_training_render(tiny_dir: Path, fmt: Format, chat_template: bool) -> None:
-    render = pytest.importorskip("worker.training.render")
     from transformers import AutoTokenizer
+
+    from worker.training import render
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     if not chat_template:
@@ -374,9 +376,9 @@ def test_hf_generate_fn_raises_context_overflow(tiny_dir: Path) -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_dataset_records_follow_the_contract_and_render(tiny_dir: Path, fmt: Format) -> None:
-    pytest.importorskip("contract.formats")
-    render = pytest.importorskip("worker.training.render")
     from transformers import AutoTokenizer
+
+    from worker.training import render
 
     problems = generate_problems(12, seed=0) + generate_problems(4, seed=0, split="test")
     records = dataset_records(problems, fmt, error_rate=0.5)
