@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -59,6 +61,22 @@ def test_an_old_item_is_sent_without_waiting_for_a_full_batch(server: Server) ->
     assert counting.sizes == [1]
 
 
+def _wait_until_blocked_in_put(thread: threading.Thread, timeout: float = 30) -> None:
+    """Until ``thread`` sits in ``queue.Queue.put`` waiting for room (its live stack says so), or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(thread.ident or -1)
+        names = []
+        while frame is not None:
+            names.append((frame.f_code.co_filename.rsplit("/", 1)[-1], frame.f_code.co_name))
+            frame = frame.f_back
+        if ("queue.py", "put") in names and ("threading.py", "wait") in names:
+            return
+        assert thread.is_alive(), "submit returned instead of waiting for room"
+        time.sleep(0.01)
+    raise AssertionError("submit never blocked in Queue.put")
+
+
 def test_a_full_queue_raises_or_blocks(server: Server) -> None:
     gate = threading.Event()
     counting = Counting(gate)
@@ -85,8 +103,8 @@ def test_a_full_queue_raises_or_blocks(server: Server) -> None:
         waiting: list[Any] = []
         blocked = threading.Thread(target=lambda: waiting.append(api.submit(openai("w-3", source="batched"))))
         blocked.start()
-        blocked.join(0.3)
-        assert blocked.is_alive() and waiting == []  # waits for room instead of failing
+        _wait_until_blocked_in_put(blocked)  # waits for room instead of failing (seen in its stack, not guessed)
+        assert blocked.is_alive() and waiting == []
         gate.set()
         blocked.join(30)
         assert not blocked.is_alive() and waiting[0].result(timeout=30)["status"] == 201
