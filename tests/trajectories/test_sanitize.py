@@ -6,6 +6,7 @@ still refused with the field path."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import orjson
 import pytest
@@ -145,7 +146,7 @@ def test_formats_read_from_other_fields_sanitize_through_the_api(client, fmt, lo
     """NUL in the tool output of formats whose messages are not under `messages` (a real SWE-agent log; a
     Responses `function_call_output`) is sanitized by the API too, not refused before the parser sees it."""
     if log is not None:
-        body = orjson.loads(open(log, "rb").read())["request"]
+        body = orjson.loads(Path(log).read_bytes())["request"]
         tool = next(m for m in body[field] if m.get("role") == "tool")
         tool["content"] += "\x00\x00ELF"
     else:

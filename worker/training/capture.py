@@ -173,6 +173,9 @@ def run_capture(
         return {"status": "stopped", "shards_done": done, "shards_skipped": skipped, "manifest": plan}
     if rank != 0:
         return {"status": "completed", "shards_done": done, "shards_skipped": skipped, "manifest": plan}
+    if progress is not None:  # rank 0's last report may predate the other ranks' last shards
+        progress({"step": len(shards), "total": len(shards), "total_steps": len(shards), "phase": "captured",
+                  "eta_s": 0.0})
     manifest = {**plan, "complete": True, **storage_figures(out_dir, len(shards), plan["top_k"], vocab_size,
                                                         plan["supervised_tokens"])}
     _write_json(fence, manifest_path, manifest)
