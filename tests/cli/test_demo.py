@@ -9,14 +9,33 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_short_demo_runs_end_to_end(database_url: str, tmp_path: Path) -> None:
+@pytest.fixture
+def demo_database(database_url: str) -> Iterator[str]:
+    """The test database for a demo that commits for real: every table is truncated afterwards, so no later
+    test (in any order) sees the demo's trajectories, dataset or job."""
+    yield database_url
+    from app.models import Base
+
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+                              + " CASCADE"))
+    finally:
+        engine.dispose()
+
+
+def test_a_short_demo_runs_end_to_end(demo_database: str, tmp_path: Path) -> None:
+    database_url = demo_database
     data, out_dir = tmp_path / "data", tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k not in ("DISTILLERY_MODELS_ROOT", "DISTILLERY_DATABASE_URL")}
     run = subprocess.run(
