@@ -16,6 +16,7 @@ phase on a shared machine does not decide a figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import statistics
@@ -103,9 +104,12 @@ def bench_api_single(base: str, key: str, bodies: list[bytes], clients: int) -> 
         latencies: list[float] = []
         queue = list(reversed(bodies))
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        # The clients exist before the clock starts: building one costs ~20 ms of this loop (an SSL context),
+        # which would otherwise be counted in the latency of the requests already in flight.
+        pool = [httpx.AsyncClient(base_url=base, headers=headers, timeout=60) for _ in range(clients)]
 
-        async def client() -> None:
-            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as c:
+        async def client(c: httpx.AsyncClient) -> None:
+            async with c:
                 while queue:
                     body = queue.pop()
                     t0 = time.perf_counter()
@@ -115,7 +119,7 @@ def bench_api_single(base: str, key: str, bodies: list[bytes], clients: int) -> 
                         raise RuntimeError(f"{r.status_code}: {r.text[:300]}")
 
         start = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
+        await asyncio.gather(*(client(c) for c in pool))
         return time.perf_counter() - start, latencies
 
     return asyncio.run(run())
@@ -178,6 +182,19 @@ def bench_raw_insert(database_url: str, batches: list[list[dict[str, Any]]], cli
     return seconds
 
 
+def settle(database_url: str) -> None:
+    """VACUUM ANALYZE the tables ingest writes, then CHECKPOINT (skipped where the role may not)."""
+    import psycopg
+
+    from app.embedded import resolve_database_url
+
+    url = resolve_database_url(database_url, None).replace("postgresql+psycopg://", "postgresql://")  # type: ignore[arg-type]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) trajectories, span_revisions")
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CHECKPOINT")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--api", help="Base URL of a running API (default: start one here).")
@@ -225,8 +242,13 @@ def main() -> None:
         rows, ratios, p99s, rates = [], [], [], []
         for r, plan in enumerate(plans, 1):
             # The three phases back to back, then again: the machine's drift hits API and raw alike.
+            # Each phase starts from the same state: the previous phase's checkpoint and autovacuum work
+            # done (otherwise it lands, at random, in whichever phase comes next).
+            settle(db_url)
             s_sec, s_lat = bench_api_single(base, args.api_key, plan["single"], args.clients)
+            settle(db_url)
             b_sec, b_lat = bench_api_batch(base, args.api_key, plan["batches"], args.batch_clients)
+            settle(db_url)
             r_sec = bench_raw_insert(db_url, plan["raw"], args.batch_clients)
             api_rate, raw_rate = args.batched / b_sec, args.batched / r_sec
             ratios.append(api_rate / raw_rate)

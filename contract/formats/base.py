@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from contract.pglimits import JSON_INT_MAX, JSON_INT_MIN, MAX_JSON_DEPTH, UNSTORABLE
+from contract.pglimits import JSON_INT_MAX, JSON_INT_MIN, MAX_JSON_DEPTH, UNSTORABLE, unstorable_at
 from contract.spans import Message, Span, ToolCall
 from contract.validation import FieldError
 
@@ -75,9 +75,9 @@ def refuse_character(value: str, offset: int, field: str) -> NoReturn:
 
 
 def _check_chars(value: str, field: str) -> str:
-    bad = _UNSTORABLE.search(value)
-    if bad:
-        refuse_character(value, bad.start(), field)
+    at = unstorable_at(value)
+    if at >= 0:
+        refuse_character(value, at, field)
     return value
 
 
@@ -122,7 +122,7 @@ def req_dict(value: Any, field: str) -> dict[str, Any]:
 
 def sanitize(text: str) -> tuple[str, int]:
     """`text` with NUL and lone surrogates replaced by U+FFFD (same length), and how many were replaced."""
-    if _UNSTORABLE.search(text) is None:
+    if unstorable_at(text) < 0:
         return text, 0
     return _UNSTORABLE.subn("\ufffd", text)
 
@@ -181,14 +181,14 @@ def is_json_value(value: Any, depth: int = ARGUMENTS_DEPTH) -> bool:
         if nodes > _MAX_JSON_NODES:
             return False
         if isinstance(v, str):
-            if _UNSTORABLE.search(v):
+            if unstorable_at(v) >= 0:
                 return False
         elif isinstance(v, dict | list):
             if level >= MAX_JSON_DEPTH:
                 return False
             if isinstance(v, dict):
                 for k, item in v.items():
-                    if not isinstance(k, str) or _UNSTORABLE.search(k):
+                    if not isinstance(k, str) or unstorable_at(k) >= 0:
                         return False
                     stack.append((item, level + 1))
             else:

@@ -77,13 +77,14 @@ def test_a_client_that_never_finishes_its_headers_is_disconnected(committed_app,
 
     import uvicorn
 
-    from app.serving import TimedH11Protocol
+    from app.serving import TimedHttpToolsProtocol, uvicorn_options
     from tests.app.live import free_port
 
-    monkeypatch.setattr(TimedH11Protocol, "header_timeout", 0.5)
+    assert uvicorn_options()["http"] is TimedHttpToolsProtocol  # what ``distillery serve`` runs
+    monkeypatch.setattr(TimedHttpToolsProtocol, "header_timeout", 0.5)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(committed_app, host="127.0.0.1", port=port, log_config=None,
-                                           http=TimedH11Protocol, lifespan="off"))
+                                           http=TimedHttpToolsProtocol, lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -95,6 +96,15 @@ def test_a_client_that_never_finishes_its_headers_is_disconnected(committed_app,
         fine = socket.create_connection(("127.0.0.1", port), timeout=20)
         fine.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         assert fine.recv(1024).startswith(b"HTTP/1.1 200")
+        # The deadline is the head's alone: a body that takes longer than it is still answered ...
+        fine.sendall(b"POST /v1/trajectories HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + ADMIN_KEY.encode() + b"\r\nContent-Length: 2\r\n\r\n")
+        time.sleep(1.0)  # twice the header deadline, well inside the body's
+        fine.sendall(b"{}")
+        assert fine.recv(4096).startswith(b"HTTP/1.1 422")  # read and answered, not cut off
+        # ... and after each response the next head has the same deadline again.
+        fine.sendall(b"GET /healthz HTTP/1.1\r\n")
+        assert fine.recv(1024) == b""
         fine.close()
         slow.close()
     finally:
