@@ -14,7 +14,7 @@ Every error a client can see is an ``AppError`` with an HTTP status and a stable
     ├── UnsupportedMediaType (415 unsupported_media_type)
     ├── RequestTimeout (408 request_timeout)           a client too slow to send its body
     ├── TooManyRequests (429 rate_limited)            with Retry-After
-    └── ServiceUnavailable (503 database_unavailable)
+    └── ServiceUnavailable (503 database_unavailable; database_timeout)
 
 Services raise these; ``install_error_handlers`` turns them (and FastAPI's own validation and
 HTTP errors, and a lost database) into ``application/problem+json``.
@@ -144,6 +144,11 @@ def validation_errors(exc: RequestValidationError) -> list[FieldError]:
     return pydantic_errors(exc.errors())
 
 
+# query_canceled (statement_timeout) and lock_not_available (lock_timeout): psycopg files both under
+# OperationalError, like a lost connection, but they say the server is up and only this request waited too long.
+_TIMED_OUT = frozenset({"57014", "55P03"})
+
+
 def is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | PoolTimeout | psycopg.OperationalError):
         return True
@@ -183,10 +188,17 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     @app.exception_handler(psycopg.Error)  # statements run on the driver's cursor (the ingest insert)
     async def _db_error(request: Request, exc: Exception) -> JSONResponse:
-        if is_connection_error(exc):
-            log.warning("database unavailable: %s", exc.__class__.__name__)
-            return problem_response(ServiceUnavailable("The database is unreachable; nothing was stored."), request)
         state = sqlstate(exc)
+        driver = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error: name the driver's
+        cause = {"sqlstate": state, "error_class": f"{type(driver).__module__}.{type(driver).__qualname__}"}
+        if state in _TIMED_OUT:  # statement_timeout or lock_timeout: the server is there but did not finish
+            log.warning("database statement timed out", extra=cause)
+            return problem_response(ServiceUnavailable(
+                "The database did not finish in time (a statement or lock timeout); nothing was stored. Retry.",
+                code="database_timeout"), request)
+        if is_connection_error(exc):
+            log.warning("database unavailable", extra=cause)
+            return problem_response(ServiceUnavailable("The database is unreachable; nothing was stored."), request)
         if state.startswith("22") or state == "54000":  # data exception / program limit: the input's fault
             log.warning("database refused a value", extra={"sqlstate": state})
             return problem_response(ValidationFailed(

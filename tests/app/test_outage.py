@@ -72,3 +72,35 @@ def test_database_outage_is_503_then_recovers(own_server, settings):
     ids = {t["external_id"] for t in client.get("/v1/trajectories").json()["items"]}
     assert ids == {"o-1", "o-2"}
     db.dispose()
+
+
+def test_a_statement_past_the_timeout_is_a_503_database_timeout_naming_its_sqlstate(database_url, settings, caplog):
+    """statement_timeout raises an OperationalError like a lost connection does; the answer and the log
+    say which it was (a lock held elsewhere here), and the next request is served as usual."""
+    import logging
+
+    from sqlalchemy import create_engine, text
+
+    from app.db import Database
+    from app.main import create_app
+
+    quick = settings.model_copy(update={"db_statement_timeout_ms": 300})
+    db = Database(database_url, quick)
+    locker = create_engine(database_url)
+    try:
+        with TestClient(create_app(quick, database=db, migrate=False),
+                        headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
+            assert client.get("/v1/trajectories?limit=1").status_code == 200
+            with locker.connect() as conn, caplog.at_level(logging.WARNING, logger="app.errors"):
+                conn.execute(text("LOCK TABLE trajectories IN ACCESS EXCLUSIVE MODE"))  # held until rollback
+                r = client.get("/v1/trajectories?limit=1")
+                conn.rollback()
+            assert r.status_code == 503 and r.headers["retry-after"]
+            assert r.json()["code"] == "database_timeout"
+            timed_out = [rec for rec in caplog.records if rec.getMessage() == "database statement timed out"]
+            assert [(rec.sqlstate, rec.error_class) for rec in timed_out] == [  # type: ignore[attr-defined]
+                ("57014", "psycopg.errors.QueryCanceled")]
+            assert client.get("/v1/trajectories?limit=1").status_code == 200
+    finally:
+        locker.dispose()
+        db.dispose()
