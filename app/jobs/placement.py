@@ -15,8 +15,8 @@ must have; Postgres keeps both in generated columns (``jobs.needs_launcher``, ``
 | ``nodes > 1`` or ``launcher: "slurm"`` | slurm (the allocation brings the GPUs) | 0 |
 
 A value of the wrong JSON type counts as its default. ``queue.claim`` filters on ``fits`` in its one
-statement; ``read_job`` explains a queued job that no live worker fits (``waiting_reason``), computed in
-the SELECT that reads the job.
+statement; ``waiting_reason`` explains a queued job that no live worker fits, a column computed in the SELECT
+that reads the job (``read_job``) or lists jobs (``app.jobs.repository.list_jobs``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import ColumnElement, Connection, Row, Table, and_, case, func, null, or_, select
+from sqlalchemy import ColumnElement, Connection, Label, Row, Table, and_, case, func, null, or_, select
 from sqlalchemy.orm import Session
 
 from app.models.job import Job
@@ -60,10 +60,11 @@ def fits(needs: Needs, can_run: Capabilities) -> ColumnElement[bool]:
     return and_(needs.gpus <= can_run.gpus, or_(needs.launcher == "inprocess", needs.launcher.in_(can_run.launchers)))
 
 
-def read_job(conn: Connection | Session, job_id: uuid.UUID) -> Row[Any] | None:
-    """The job row plus ``waiting_reason``: why no live worker can run it ("no live worker has 4 GPUs
-    (largest: 1)"), None when one can or when the job is not queued. Live: a heartbeat within three of the
-    worker's own leases."""
+def waiting_reason() -> Label[Any]:
+    """The ``waiting_reason`` column of a SELECT over ``jobs``: why no live worker can run the job ("no live
+    worker has 4 GPUs (largest: 1)"), None when one can or when the job is not queued. Live: a heartbeat within
+    three of the worker's own leases. A subquery correlated with the outer ``jobs``, so a list computes it
+    per row in its one statement."""
     w = workers
     needs = job_needs(jobs)
     window = func.make_interval(0, 0, 0, 0, 0, 0, 3 * func.coalesce(w.c.lease_seconds, 60.0))
@@ -85,7 +86,12 @@ def read_job(conn: Connection | Session, job_id: uuid.UUID) -> Row[Any] | None:
                               func.max(gpus).filter(and_(takes, launches))),
         ))
         .where(w.c.last_heartbeat_at > func.now() - window)
+        .correlate(jobs)
         .scalar_subquery()
     )
-    waiting = case((jobs.c.status == "queued", reason), else_=null()).label("waiting_reason")
-    return conn.execute(select(jobs, waiting).where(jobs.c.id == job_id)).first()
+    return case((jobs.c.status == "queued", reason), else_=null()).label("waiting_reason")
+
+
+def read_job(conn: Connection | Session, job_id: uuid.UUID) -> Row[Any] | None:
+    """The job row plus ``waiting_reason`` (see ``waiting_reason``)."""
+    return conn.execute(select(jobs, waiting_reason()).where(jobs.c.id == job_id)).first()

@@ -18,7 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Interval, Row, func, literal, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from app.jobs import queue
+from app.jobs import placement, queue
 from app.jobs.queue import events, jobs, workers
 
 RETRYABLE_STATUSES = ("failed", "cancelled")
@@ -40,8 +40,8 @@ def job_status(session: Session, job_id: uuid.UUID) -> str | None:
 
 
 def list_jobs(session: Session, f: JobFilter, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[Row[Any]]:
-    """Newest first, keyset on (created_at, id)."""
-    stmt = select(jobs)
+    """Newest first, keyset on (created_at, id); each row with ``waiting_reason`` as ``GET /v1/jobs/{id}`` has it."""
+    stmt = select(jobs, placement.waiting_reason())
     if f.status is not None:
         stmt = stmt.where(jobs.c.status == f.status)
     if f.kind is not None:
@@ -88,13 +88,14 @@ def list_workers(session: Session, lease_seconds: float, alive: bool | None = No
 
 def requeue(session: Session, job_id: uuid.UUID, actor: str) -> Row[Any] | None:
     """Retry a failed or cancelled job: queued again now with attempts reset (its out_dir, and so its
-    newest checkpoint, is kept). None when the job is not in a retryable state."""
+    newest checkpoint, is kept) and no lease (its last attempt's token is gone: the next claim issues a new
+    one). None when the job is not in a retryable state."""
     row = session.execute(
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.status.in_(RETRYABLE_STATUSES))
         .values(
             status="queued", attempts=0, cancel_requested=False, run_after=func.now(), lease_owner=None,
-            lease_expires_at=None, finished_at=None, result=None, updated_at=func.now(),
+            lease_token=None, lease_expires_at=None, finished_at=None, result=None, updated_at=func.now(),
         )
         .returning(*jobs.c)
     ).first()

@@ -3,7 +3,7 @@
 ``job_read`` turns a ``jobs`` row into ``JobRead``: the trainer's raw progress row
 (``loss_reason``, ``weight_action``, …) is presented as ``{step, total, tokens_per_s, eta_s, losses,
 weights, lr, grad_norm}``; keys a handler adds beyond those are kept as they are. ``waiting_reason``
-comes with rows read through ``app.jobs.placement.read_job`` (one job), else it is null.
+comes with rows that select ``app.jobs.placement.waiting_reason()`` (one job, and lists), else it is null.
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ class JobRead(BaseModel):
     lease: JobLease
     waiting_reason: str | None = Field(
         None, description="Why a queued job waits: no live worker can run it (e.g. 'no live worker has 4 GPUs "
-        "(largest: 1)'); null when one can (it may be busy). Given by GET /v1/jobs/{id} and the submit answer; "
-        "null in lists.")
+        "(largest: 1)'); null when one can (it may be busy), and for jobs that are not queued.")
     error: str | None = Field(None, description="The last failure (a traceback for a crashed handler).")
     result: dict[str, Any] | None
     run_after: datetime

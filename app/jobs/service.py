@@ -58,10 +58,9 @@ def cancel(session: Session, job_id: uuid.UUID) -> Row[Any]:
 
 def retry(session: Session, job_id: uuid.UUID, actor: str) -> Row[Any]:
     """Failed or cancelled → queued, attempts reset; anything else is a 409."""
-    row = repo.requeue(session, job_id, actor)
-    if row is None:
+    if repo.requeue(session, job_id, actor) is None:
         raise _invalid_transition("retry", get_or_404(session, job_id))
-    return row
+    return get_or_404(session, job_id)  # with its waiting_reason, like the submit answer
 
 
 def metrics(session: Session, settings: Settings, job_id: uuid.UUID, after_step: int, limit: int) -> dict[str, Any]:

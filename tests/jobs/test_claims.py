@@ -187,3 +187,33 @@ def test_a_silent_worker_no_longer_counts(committed, engine: Engine) -> None:  #
     with engine.begin() as conn:
         queue.register_worker(conn, "cpu:2:bb", host="cpu", pid=2, devices=[], kinds=["distill"])
     assert committed.get(f"/v1/jobs/{job_id}").json()["waiting_reason"] == "no live worker has a GPU"
+
+
+def test_the_list_says_why_a_job_waits_like_the_single_read_in_one_query(committed, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        queue.register_worker(conn, "gpu:1:aa", host="gpu", pid=1, devices=[{"index": 0}], kinds=["distill"],
+                              launchers=("inprocess", "torchrun"), lease_seconds=10)
+        four = queue.enqueue(conn, "distill", {"resources": {"device": "cuda", "gpus": 4}})
+        slurm = queue.enqueue(conn, "distill", {"resources": {"nodes": 2}})
+        other_kind = queue.enqueue(conn, "capture", {})
+        fits_one = queue.enqueue(conn, "distill", {"resources": {"device": "cuda"}})
+        running = queue.enqueue(conn, "distill", {"resources": {"device": "cuda", "gpus": 8}})
+        conn.execute(text("UPDATE jobs SET status = 'running' WHERE id = :id"), {"id": running})
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        r = committed.get("/v1/jobs")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert r.status_code == 200, r.text
+    listed = {j["id"]: j["waiting_reason"] for j in r.json()["items"]}
+    assert listed == {str(four): "no live worker has 4 GPUs (largest: 1)",
+                      str(slurm): "no live worker has the slurm launcher",
+                      str(other_kind): "no live worker takes capture jobs",
+                      str(fits_one): None, str(running): None}
+    assert listed == {job_id: committed.get(f"/v1/jobs/{job_id}").json()["waiting_reason"] for job_id in listed}
+    assert len([s for s in seen if "FROM jobs" in s]) == 1  # the reasons come with the page, not per row

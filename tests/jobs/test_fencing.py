@@ -27,6 +27,7 @@ import torch
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from app.jobs import queue
 from app.jobs.queue import HeartbeatResult
 from contract.rundir import RunDir, list_checkpoints, read_metrics
 from tests.jobs.conftest import distill_spec, make_dataset, wait_for
@@ -358,6 +359,55 @@ def test_a_checkpoint_is_published_only_while_the_lease_is_held(tmp_path: Path) 
     with pytest.raises(LeaseLost):
         ckpt.write_json(RunDir(tmp_path).eval_report, {"x": 1}, fence)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]
+
+
+@pytest.mark.parametrize("ended", ["failed by its attempt", "cancelled, its worker lost"])
+def test_a_retried_job_keeps_no_token_and_its_old_attempt_writes_nothing(committed, database, ended: str) -> None:  # type: ignore[no-untyped-def]
+    client, engine = committed, database.engine
+    with engine.begin() as conn:
+        job_id = queue.enqueue(conn, "distill", {"resources": {"device": "cpu"}}, max_attempts=1)
+        old = queue.claim(conn, "w1", 60, ["distill"])
+    assert old is not None and old.id == job_id and old.lease_token is not None
+    stale = old.lease_token
+    with engine.begin() as conn:
+        if ended == "failed by its attempt":
+            assert queue.finish(conn, job_id, "w1", "failed", error="boom", token=stale)
+        else:  # cancel asked, then the worker went silent past its lease
+            assert queue.request_cancel(conn, job_id) == "running"
+            conn.execute(text("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = :id"),
+                         {"id": job_id})
+            assert queue.claim(conn, "w2", 60, ["distill"]) is None  # settles it: cancelled
+    r = client.post(f"/v1/jobs/{job_id}/retry")
+    assert r.status_code == 202, r.text
+    assert (r.json()["status"], r.json()["lease"]["owner"], r.json()["waiting_reason"]) == (
+        "queued", None, "no live worker")
+
+    def token() -> Any:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT lease_token FROM jobs WHERE id = :id"), {"id": job_id}).scalar_one()
+
+    def stale_writes_refused() -> None:
+        with engine.begin() as conn:
+            assert queue.heartbeat(conn, job_id, "w1", 60, {"step": 9}, token=stale).ok is False
+            assert queue.set_progress(conn, job_id, "w1", [{"step": 9}], token=stale).ok is False
+            assert queue.add_event(conn, job_id, "log", "late line", token=stale) is False
+            assert queue.finish(conn, job_id, "w1", "succeeded", {"late": True}, token=stale) is False
+            assert queue.fail_or_retry(conn, job_id, "w1", "late", token=stale) is None
+            assert queue.release(conn, job_id, "w1", token=stale) is None
+
+    assert token() is None  # the old attempt's token does not outlive its attempt
+    stale_writes_refused()
+    with engine.begin() as conn:  # the same worker claims the retried job: only the token tells the attempts apart
+        new = queue.claim(conn, "w1", 60, ["distill"])
+    assert new is not None and new.attempts == 1 and new.lease_token not in (None, stale)
+    assert token() == new.lease_token
+    stale_writes_refused()
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert (job["status"], job["progress"], job["result"]) == ("running", None, None)
+    events = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["items"]
+    assert not [e for e in events if e["kind"] in ("log", "progress")]
+    with engine.begin() as conn:
+        assert queue.finish(conn, job_id, "w1", "succeeded", {"ok": True}, token=new.lease_token)
 
 
 def _record(i: int, split: str) -> dict[str, Any]:
