@@ -34,16 +34,16 @@ import torch
 
 from contract.capture import CAPTURE_MANIFEST, FORMAT_VERSION, shard_name, tokenizer_fingerprint
 from contract.job_config import CaptureConfig
-from contract.rundir import ExitCode
 from contract.spans import DatasetRecord
 from worker.context import BadJobInput
-from worker.fence import Fence, Unfenced, discard
+from worker.fence import Fence, Unfenced, discard, fence_from_env
 from worker.training.checkpoint import dataset_hash
 from worker.training.data import prepare_examples, read_records, supervised_counts
-from worker.training.distributed import barrier, init_distributed, rank_and_world, shutdown_distributed
+from worker.training.distributed import barrier, rank_and_world
 from worker.training.logits import logits_fn
 from worker.training.losses import final_hidden_states
 from worker.training.models import check_embedding_rows, load_teacher, load_tokenizers, resolve_device
+from worker.training.rank_entry import Progress, rank_parser, run_rank
 from worker.training.render import REASON, RenderedExample, collate
 from worker.training.topk import (
     encode,
@@ -207,42 +207,22 @@ def _write_json(fence: Fence, path: Path, body: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m worker.training.capture``: one rank of a capture under torchrun (or one process by hand)."""
-    import argparse
-    import signal
-
-    from worker.fence import fence_from_env
-    from worker.training.train import _emit, _fail
-
-    parser = argparse.ArgumentParser(prog="python -m worker.training.capture", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, required=True, help="CaptureConfig as JSON")
-    parser.add_argument("--data", type=Path, required=True, help="dataset JSONL export (records with split)")
-    parser.add_argument("--out", type=Path, required=True, help="the capture folder")
+    parser = rank_parser("python -m worker.training.capture", __doc__.split("\n")[0],
+                         config_help="CaptureConfig as JSON", out_help="the capture folder")
     args = parser.parse_args(argv)
-    stop_requested = False
 
-    def request_stop(signum: int, _frame: Any) -> None:
-        nonlocal stop_requested
-        stop_requested = True
+    def read_inputs() -> tuple[CaptureConfig, list[DatasetRecord]]:
+        try:
+            return CaptureConfig.model_validate_json(args.config.read_text()), read_records(args.data)
+        except Exception as exc:
+            raise BadJobInput(f"cannot read the capture's inputs: {exc}") from exc
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    try:
-        config = CaptureConfig.model_validate_json(args.config.read_text())
-        records = read_records(args.data)
-    except Exception as exc:
-        return _fail(BadJobInput(f"cannot read the capture's inputs: {exc}"))
-    rank, _world = init_distributed(config.resources.device)
-    try:
-        result = run_capture(config, records, args.out, fence=fence_from_env(),
-                             progress=(lambda row: _emit("metrics", row)) if rank == 0 else None,
-                             should_stop=lambda: stop_requested, log=lambda msg: print(msg, file=sys.stderr))
-    except Exception as exc:
-        return _fail(exc)
-    finally:
-        shutdown_distributed()
-    if rank == 0:
-        _emit("result", result)
-    return ExitCode.COMPLETED if result["status"] == "completed" else ExitCode.STOPPED
+    def capture(config: CaptureConfig, records: list[DatasetRecord], progress: Progress | None,
+                should_stop: Callable[[], bool]) -> dict[str, Any]:
+        return run_capture(config, records, args.out, fence=fence_from_env(), progress=progress,
+                           should_stop=should_stop, log=lambda msg: print(msg, file=sys.stderr))
+
+    return run_rank(read_inputs, capture)
 
 
 if __name__ == "__main__":
