@@ -11,7 +11,10 @@ Two shapes, one JSON object per line:
   gets them back in OpenAI shape, read from the stored structure (``contract.formats.base.split_calls``:
   arguments in the order received, never rebuilt by comparing strings), ``arguments`` always a JSON
   string (as received when it was one; a value that is not JSON becomes a JSON string literal), and
-  ``content`` = the free text before the calls (null when there is none); a call without an id gets
+  ``content`` = the free text before the calls (null when there is none); a turn whose calls are
+  interleaved with its reasoning or text (anthropic blocks, openai-responses items) gets all of them,
+  and its other pieces, in order, as the ``content`` (the chat shape puts every call after the
+  content; ``parts`` locates each piece, so nothing is found by searching); a call without an id gets
   ``call_<message>_<n>``, and an id already used in the line is renamed the same way. A tool message
   answers a pending call of the assistant message just before it (its own ``tool_call_id``, or the
   next unanswered call when it has none, as ShareGPT observations do); a tool message that answers no
@@ -41,9 +44,10 @@ import orjson
 from sqlalchemy.orm import Session
 
 from app.datasets import records
+from contract.formats import anthropic, responses
 from contract.formats.base import split_calls, try_json
-from contract.formats.parts import chat_tools
-from contract.spans import SUPERVISED_KINDS, DatasetRecord, ToolCall
+from contract.formats.parts import CALL, TEXT, Piece, assistant_message, block_arguments, chat_tools, split_turn
+from contract.spans import SUPERVISED_KINDS, DatasetRecord, Message, ToolCall
 
 CHUNK_BYTES = 64 * 1024
 PAGE_RECORDS = 128
@@ -62,6 +66,36 @@ def openai_arguments_json(call: ToolCall) -> str:
     if isinstance(value, str) and try_json(value)[0]:
         return value
     return json.dumps(value, ensure_ascii=False)
+
+
+def _free_and_calls(msg: Message) -> tuple[str, list[ToolCall]]:
+    """(free text, calls) of an assistant message for the chat shape, which holds the calls after the
+    content: ``split_calls``, and for a turn whose calls are interleaved with its reasoning or text
+    (anthropic blocks, openai-responses items, which have no ``calls_at``) every call read from its
+    block by walking ``parts`` over the text, and the rest of the turn, in order, as the free text."""
+    free, calls = split_calls(msg)
+    stored, parts = msg.get("tool_calls") or [], msg.get("parts")
+    if calls or not stored or not isinstance(parts, list):
+        return free, calls
+    for kinds in (anthropic.part_kinds(parts), responses.part_kinds(parts)):
+        texts = split_turn(msg["text"], parts, kinds)
+        if texts is None or kinds.count(CALL) != len(stored):
+            continue
+        pending = iter(stored)
+        rest: list[Piece] = []
+        found: list[ToolCall] = []
+        for kind, text in zip(kinds, texts, strict=True):
+            if kind != CALL:
+                rest.append(Piece(kind or TEXT, text, {}))
+                continue
+            call = next(pending)
+            item: ToolCall = {"id": call["id"], "name": call["name"], "arguments": block_arguments(text, call)}
+            if "raw_arguments" in call:
+                item["raw_arguments"] = call["raw_arguments"]
+            found.append(item)
+        free = assistant_message(rest, [])[0]["text"]  # the turn as rendered, less its calls
+        return (free[:-1] if free.endswith("\n") else free), found
+    return free, calls
 
 
 def openai_record(record: DatasetRecord) -> dict[str, Any]:
@@ -86,7 +120,7 @@ def openai_record(record: DatasetRecord) -> dict[str, Any]:
             if text:
                 out.append({"role": role, "content": text})
             continue
-        free, calls = split_calls(msg)
+        free, calls = _free_and_calls(msg)
         if not free and not calls:
             continue
         item: dict[str, Any] = {"role": "assistant", "content": free or None}

@@ -34,9 +34,11 @@ from typing import Any, NoReturn
 
 from contract.formats.base import (
     ParsedTrajectory,
+    TextParts,
+    content_text,
     fail,
     json_type,
-    observation_text,
+    observation_content,
     opt_str,
     parse_arguments,
     parse_tools,
@@ -65,33 +67,13 @@ from contract.spans import Message, ToolCall
 
 _KINDS = {"thinking": THINK, "redacted_thinking": OPAQUE, "text": TEXT, "tool_use": CALL}
 _TEXT_KEY = {"thinking": "thinking", "text": "text"}  # the block field that holds the piece's text
+_REFUSED = "blocks of type {kind!r} are not supported here (images, documents and server-tool blocks are refused)"
+# `system` and a tool_result's `content`: a string, null (→ "") or text blocks joined by "\n".
+_TEXT_BLOCKS = TextParts(("text",), "a string or an array of text blocks", _REFUSED)
 
 
 def _unsupported(field: str, kind: Any) -> NoReturn:
-    fail(field, "unsupported_content", f"blocks of type {kind!r} are not supported here "
-                                       "(images, documents and server-tool blocks are refused)")
-
-
-def _text_blocks(content: Any, field: str, *, trained: bool = True) -> tuple[str, int]:
-    """A string, null (→ "") or a list of text blocks joined by "\\n"; text that is never trained
-    (`trained=False`: tool results) is sanitized. Returns (text, characters replaced)."""
-    def one(value: Any, vf: str) -> tuple[str, int]:
-        return (req_str(value, vf), 0) if trained else observation_text(value, vf)
-
-    if content is None:
-        return "", 0
-    if isinstance(content, str):
-        return one(content, field)
-    if not isinstance(content, list):
-        fail(field, "invalid_type", f"must be a string or an array of text blocks, got {json_type(content)}")
-    texts: list[tuple[str, int]] = []
-    for k, block in enumerate(content):
-        bf = f"{field}[{k}]"
-        req_dict(block, bf)
-        if block.get("type") != "text":
-            _unsupported(f"{bf}.type", block.get("type"))
-        texts.append(one(block.get("text"), f"{bf}.text"))
-    return "\n".join(t for t, _ in texts), sum(n for _, n in texts)
+    fail(field, "unsupported_content", _REFUSED.format(kind=kind))
 
 
 def _assistant(content: Any, f: str, call_ids: set[str]) -> tuple[Message, list[Range]]:
@@ -142,7 +124,7 @@ def _tool_result(block: dict[str, Any], bf: str, call_ids: set[str]) -> tuple[Me
     if call_id not in call_ids:
         fail(f"{bf}.tool_use_id", "unknown_tool_call_id",
              f"{call_id!r} matches no tool_use block of an earlier assistant message")
-    text, replaced = _text_blocks(block.get("content"), f"{bf}.content", trained=False)
+    text, replaced = observation_content(block.get("content"), f"{bf}.content", _TEXT_BLOCKS)
     msg: Message = {"role": "tool", "text": text, "tool_call_id": call_id}
     if "is_error" in block:
         if not isinstance(block["is_error"], bool):
@@ -186,7 +168,7 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     messages: list[Message] = []
     ranges: dict[int, list[Range]] = {}
     if payload.get("system") is not None:
-        messages.append({"role": "system", "text": _text_blocks(payload["system"], "system")[0]})
+        messages.append({"role": "system", "text": content_text(payload["system"], "system", _TEXT_BLOCKS)})
     call_ids: set[str] = set()
     sanitized = 0
     for i, m in enumerate(raw_messages):
@@ -206,11 +188,17 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     return ParsedTrajectory(messages=messages, spans=spans, tools=tools, sanitized=sanitized)
 
 
+def part_kinds(parts: list[Any]) -> list[str | None]:
+    """The piece kind (`parts.THINK` …) of each stored part of an assistant message; None where a part
+    is not one of this format's blocks."""
+    return [_KINDS.get(p.get("type", "")) if isinstance(p, dict) else None for p in parts]
+
+
 def _assistant_blocks(msg: Message) -> list[dict[str, Any]]:
     calls = msg.get("tool_calls") or []
     parts = msg.get("parts")
     if isinstance(parts, list):
-        kinds = [_KINDS.get(p.get("type", "")) if isinstance(p, dict) else None for p in parts]
+        kinds = part_kinds(parts)
         texts = split_turn(msg["text"], parts, kinds)
         if texts is not None and kinds.count(CALL) == len(calls):
             blocks: list[dict[str, Any]] = []

@@ -136,21 +136,34 @@ def observation_text(value: Any, field: str) -> tuple[str, int]:
     return sanitize(value)
 
 
-def _content(content: Any, field: str, strict: bool) -> tuple[str, int]:
+@dataclass(frozen=True)
+class TextParts:
+    """The content a format reads as text besides a string or null: a list of parts whose `type` is
+    one of `types`, each holding its text under "text", joined by "\\n"; and how its errors word it
+    (`expected` follows "must be"; `refused`, formatted with `kind=` a part's type, refuses the others)."""
+
+    types: tuple[str, ...]
+    expected: str
+    refused: str
+
+
+CHAT_TEXT_PARTS = TextParts(("text",), "a string, null or an array of text parts",
+                            "only text parts are supported, got type {kind!r}")
+
+
+def _content(content: Any, field: str, strict: bool, accept: TextParts = CHAT_TEXT_PARTS) -> tuple[str, int]:
     if content is None:
         return "", 0
     if isinstance(content, str):
         return (_check_chars(content, field), 0) if strict else sanitize(content)
     if not isinstance(content, list):
-        fail(field, "invalid_type",
-             f"must be a string, null or an array of text parts, got {json_type(content)}")
+        fail(field, "invalid_type", f"must be {accept.expected}, got {json_type(content)}")
     texts, replaced = [], 0
     for k, part in enumerate(content):
         pf = f"{field}[{k}]"
         req_dict(part, pf)
-        if part.get("type") != "text":
-            fail(f"{pf}.type", "unsupported_content",
-                 f"only text parts are supported, got type {part.get('type')!r}")
+        if part.get("type") not in accept.types:
+            fail(f"{pf}.type", "unsupported_content", accept.refused.format(kind=part.get("type")))
         if strict:
             texts.append(req_str(part.get("text"), f"{pf}.text"))
         else:
@@ -160,14 +173,15 @@ def _content(content: Any, field: str, strict: bool) -> tuple[str, int]:
     return "\n".join(texts), replaced
 
 
-def content_text(content: Any, field: str) -> str:
-    """Message content as text: a string, null (→ ""), or text parts joined with "\\n" (as vLLM does)."""
-    return _content(content, field, strict=True)[0]
+def content_text(content: Any, field: str, accept: TextParts = CHAT_TEXT_PARTS) -> str:
+    """Message content as text: a string, null (→ ""), or text parts joined with "\\n" (as vLLM does);
+    `accept` says which part types hold text (OpenAI chat's "text" unless a format says otherwise)."""
+    return _content(content, field, True, accept)[0]
 
 
-def observation_content(content: Any, field: str) -> tuple[str, int]:
+def observation_content(content: Any, field: str, accept: TextParts = CHAT_TEXT_PARTS) -> tuple[str, int]:
     """`content_text` for text that is never trained, sanitized: (text, characters replaced)."""
-    return _content(content, field, strict=False)
+    return _content(content, field, False, accept)
 
 
 def is_json_value(value: Any, depth: int = ARGUMENTS_DEPTH) -> bool:

@@ -37,10 +37,11 @@ from typing import Any, NoReturn
 
 from contract.formats.base import (
     ParsedTrajectory,
+    TextParts,
     export_arguments,
     fail,
     json_type,
-    observation_text,
+    observation_content,
     opt_str,
     parse_arguments,
     parse_tools,
@@ -70,10 +71,13 @@ _ROLES: dict[str, Role] = {"user": "user", "system": "system", "developer": "sys
 _KINDS = {"reasoning": THINK, "message": TEXT, "function_call": CALL, "custom_tool_call": CALL}
 _OUTPUTS = ("function_call_output", "custom_tool_call_output")
 _TEXT_PARTS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}  # part type → its text field
+_REFUSED = "type {kind!r} is not supported (images, files and hosted tools are refused)"
+# A call's `output`: a string, null (→ "") or text parts joined by "\n".
+_OUTPUT_PARTS = TextParts(("input_text", "output_text"), "a string or an array of content parts", _REFUSED)
 
 
 def _unsupported(field: str, kind: Any) -> NoReturn:
-    fail(field, "unsupported_content", f"type {kind!r} is not supported (images, files and hosted tools are refused)")
+    fail(field, "unsupported_content", _REFUSED.format(kind=kind))
 
 
 def _item_type(item: dict[str, Any]) -> Any:
@@ -104,25 +108,6 @@ def _content_text(content: Any, field: str) -> str:
     if isinstance(content, str):
         return req_str(content, field)
     return "\n".join(_parts_text(content, field, ("input_text", "output_text"))[0])
-
-
-def _output_text(output: Any, field: str) -> tuple[str, int]:
-    """A call's output, never trained, so sanitized: a string, null (→ "") or text parts joined by
-    "\\n". Returns (text, characters replaced)."""
-    if output is None:
-        return "", 0
-    if isinstance(output, str):
-        return observation_text(output, field)
-    if not isinstance(output, list):
-        fail(field, "invalid_type", f"must be a string or an array of content parts, got {json_type(output)}")
-    texts: list[tuple[str, int]] = []
-    for k, part in enumerate(output):
-        pf = f"{field}[{k}]"
-        req_dict(part, pf)
-        if part.get("type") not in ("input_text", "output_text"):
-            _unsupported(f"{pf}.type", part.get("type"))
-        texts.append(observation_text(part.get("text"), f"{pf}.text"))
-    return "\n".join(t for t, _ in texts), sum(n for _, n in texts)
 
 
 def _message_piece(item: dict[str, Any], f: str) -> Piece:
@@ -227,7 +212,7 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
             call_id = req_str(item.get("call_id"), f"{f}.call_id")
             if call_id not in call_ids:
                 fail(f"{f}.call_id", "unknown_tool_call_id", f"{call_id!r} matches no call of an earlier item")
-            text, replaced = _output_text(item.get("output"), f"{f}.output")
+            text, replaced = observation_content(item.get("output"), f"{f}.output", _OUTPUT_PARTS)
             messages.append({"role": "tool", "text": text, "tool_call_id": call_id})
             sanitized += replaced
         else:
@@ -273,11 +258,17 @@ def _rebuild(part: dict[str, Any], kind: str, text: str, call: ToolCall | None) 
     return item
 
 
+def part_kinds(parts: list[Any]) -> list[str | None]:
+    """The piece kind (`parts.THINK` …) of each stored part of an assistant message; None where a part
+    is not one of this format's items."""
+    return [_KINDS.get(_item_type(p)) if isinstance(p, dict) else None for p in parts]
+
+
 def _assistant_items(msg: Message, call_types: dict[str | None, str]) -> list[dict[str, Any]]:
     calls = msg.get("tool_calls") or []
     parts = msg.get("parts")
     if isinstance(parts, list):
-        kinds = [_KINDS.get(_item_type(p)) if isinstance(p, dict) else None for p in parts]
+        kinds = part_kinds(parts)
         texts = split_turn(msg["text"], parts, kinds)
         if texts is not None and kinds.count(CALL) == len(calls):
             items: list[dict[str, Any]] = []

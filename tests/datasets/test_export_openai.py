@@ -124,3 +124,72 @@ def test_sharegpt_smolagents_and_react_origins(lines) -> None:  # type: ignore[n
 def test_the_validator_catches_what_openai_refuses(line: dict[str, Any], problem: str) -> None:
     errors = openai_line_errors(line)
     assert any(problem in e for e in errors), errors
+
+
+INTERLEAVED = [  # assistant turns whose calls are not all at the end of the turn: no `calls_at`
+    {"format": "anthropic", "source": "interleaved", "external_id": "thinking", "messages": [
+        {"role": "user", "content": "A and B?"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "A first.", "signature": "sigA"},
+            {"type": "tool_use", "id": "toolu_a", "name": "lookup", "input": {"zeta": 1, "alpha": "A"}},
+            {"type": "thinking", "thinking": "Now B.", "signature": "sigB"},
+            {"type": "tool_use", "id": "toolu_b", "name": "fetch", "input": '{"q": "B", "a": [1]}'}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_b", "content": "b"},
+                                     {"type": "tool_result", "tool_use_id": "toolu_a", "content": "a"}]},
+        {"role": "assistant", "content": "a and b"}]},
+    {"format": "anthropic", "source": "interleaved", "external_id": "text", "messages": [
+        {"role": "user", "content": "C?"},
+        {"role": "assistant", "content": [
+            {"type": "redacted_thinking", "data": "EmwK"},
+            {"type": "text", "text": "Looking up C."},
+            {"type": "tool_use", "id": "toolu_c", "name": "lookup", "input": {"q": "C"}},
+            {"type": "text", "text": "And checking it."},
+            {"type": "tool_use", "id": "toolu_d", "name": "check", "input": {}},
+            {"type": "text", "text": "Both sent."}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_c", "content": "c"},
+                                     {"type": "tool_result", "tool_use_id": "toolu_d", "content": "ok"}]}]},
+    {"format": "openai-responses", "source": "interleaved", "external_id": "responses", "input": "E?", "output": [
+        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "E first."}]},
+        {"type": "function_call", "call_id": "call_e", "name": "lookup", "arguments": '{"q": "E"}'},
+        {"type": "reasoning", "id": "rs_2", "summary": [{"type": "summary_text", "text": "Then F."}]},
+        {"type": "function_call", "call_id": "call_f", "name": "lookup", "arguments": '{"q": "F"}'},
+        {"type": "function_call_output", "call_id": "call_e", "output": "e"},
+        {"type": "function_call_output", "call_id": "call_f", "output": "f"}]},
+]
+
+
+def test_calls_interleaved_with_reasoning_or_text_keep_their_call_shape(client) -> None:  # type: ignore[no-untyped-def]
+    for body in INTERLEAVED:
+        r = client.post("/v1/trajectories", json=body)
+        assert r.status_code == 201, r.text
+        approve(client, r.json()["id"])
+    ds = create(client, eval_fraction=0).json()
+    r = client.get(f"/v1/datasets/{ds['id']}/export?format=openai")
+    assert r.status_code == 200, r.text
+    records = [json.loads(line) for line in client.get(f"/v1/datasets/{ds['id']}/export").text.splitlines()]
+    names = [client.get(f"/v1/trajectories/{rec['id']}").json()["external_id"] for rec in records]
+    lines = dict(zip(names, (json.loads(line) for line in r.text.splitlines()), strict=True))
+    assert set(lines) == {"thinking", "text", "responses"}
+    for name, line in lines.items():
+        assert openai_line_errors(line) == [], (name, line)
+        assert not any("<tool_call>" in (m["content"] or "") for m in line["messages"]), (name, line)
+
+    def calls(name: str) -> list[tuple[str, str, str]]:
+        return [(c["id"], c["function"]["name"], c["function"]["arguments"])
+                for m in lines[name]["messages"] for c in m.get("tool_calls", [])]
+
+    def answers(name: str) -> list[tuple[str, str]]:
+        return [(m["tool_call_id"], m["content"]) for m in lines[name]["messages"] if m["role"] == "tool"]
+
+    assert calls("thinking") == [("toolu_a", "lookup", '{"zeta": 1, "alpha": "A"}'),
+                                 ("toolu_b", "fetch", '{"q": "B", "a": [1]}')]  # as received, key order kept
+    assert answers("thinking") == [("toolu_b", "b"), ("toolu_a", "a")]
+    thinking = lines["thinking"]["messages"]
+    assert [m["role"] for m in thinking] == ["user", "assistant", "tool", "tool", "assistant"]
+    assert thinking[1]["content"] == "<think>\nA first.\n</think>\n<think>\nNow B.\n</think>"
+    assert calls("text") == [("toolu_c", "lookup", '{"q": "C"}'), ("toolu_d", "check", "{}")]
+    assert answers("text") == [("toolu_c", "c"), ("toolu_d", "ok")]
+    assert lines["text"]["messages"][1]["content"] == "Looking up C.\nAnd checking it.\nBoth sent."
+    assert calls("responses") == [("call_e", "lookup", '{"q": "E"}'), ("call_f", "lookup", '{"q": "F"}')]
+    assert answers("responses") == [("call_e", "e"), ("call_f", "f")]
+    assert lines["responses"]["messages"][1]["content"] == "<think>\nE first.\n</think>\n<think>\nThen F.\n</think>"
