@@ -8,10 +8,10 @@ trace arrive, they are merged with the stored ones (a span sent again replaces i
 is assembled again, and:
 - the same request as stored → nothing changes (an exporter's retry);
 - otherwise the trajectory is replaced by the extended one, while it is untouched: still
-  ``pending`` at span revision 1, claimed by no annotator and in no dataset (a new id; metadata
-  ``otlp.complete`` says whether the root span has arrived). A trajectory that was claimed, reviewed,
-  annotated or put in a dataset is never changed: the later spans are rejected (``partial_success``),
-  so nothing is dropped silently.
+  ``pending`` at span revision 1, claimed by no annotator and in no dataset (under the same id, so a
+  link to it stays good; metadata ``otlp.complete`` says whether the root span has arrived). A
+  trajectory that was claimed, reviewed, annotated or put in a dataset is never changed: the later
+  spans are rejected (``partial_success``), so nothing is dropped silently.
 Each trace is stored in its own savepoint: a trace that is refused does not undo the others.
 """
 
@@ -145,7 +145,8 @@ def _store(session: Session, spans: list[OtlpSpan], settings: Settings, principa
         trajectories.prepare(item, settings)  # refuse before replacing anything
         datasets.before_trajectory_delete(session, stored.id, principal.key_id, force=False)
         trajectories_repo.delete_trajectory(session, stored.id)
-    outcome = trajectories.ingest(session, [item], settings, principal, raw_texts=lambda _: {0: raw})[0]
+    outcome = trajectories.ingest(session, [item], settings, principal, raw_texts=lambda _: {0: raw},
+                                  ids=None if stored is None else {0: stored.id})[0]
     if outcome.error is not None:
         if outcome.status == 409 and stored is None and not last_try:
             raise _Raced

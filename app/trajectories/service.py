@@ -186,8 +186,8 @@ def _source_not_allowed(source: str) -> Forbidden:
 
 
 def ingest(session: Session, items: list[Any], settings: Settings, principal: Principal, *,
-           raw_texts: Callable[[Collection[int]], dict[int, str]] | None = None, clean: bool = False
-           ) -> list[Outcome]:
+           raw_texts: Callable[[Collection[int]], dict[int, str]] | None = None, clean: bool = False,
+           ids: dict[int, uuid.UUID] | None = None) -> list[Outcome]:
     """Store many items; one ``Outcome`` per item, in order. Invalid items do not stop the rest.
 
     ``raw_texts(indices)``: the items' texts as received, asked for once the valid items are known (so an
@@ -195,6 +195,9 @@ def ingest(session: Session, items: list[Any], settings: Settings, principal: Pr
 
     A key bound to sources (``Principal.sources``) writes only to those: any other source is a 403
     for that item, before anything about the stored trajectories is looked at.
+
+    ``ids``: the id to give item i (default: a new one), for a caller that replaces a trajectory it has just
+    deleted in this transaction and keeps its id (``app.traces``).
     """
     outcomes: list[Outcome | None] = [None] * len(items)
     prepared: dict[int, Prepared] = {}
@@ -208,6 +211,8 @@ def ingest(session: Session, items: list[Any], settings: Settings, principal: Pr
         except AppError as err:
             outcomes[i] = Outcome(err.status, error=err)
             continue
+        if ids and i in ids:
+            p.row["id"] = ids[i]
         sanitized[i] = p.sanitized
         key = (p.row["source"], p.row["external_id"])
         if p.row["external_id"] is not None and key in first_of_key:

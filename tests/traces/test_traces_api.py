@@ -79,6 +79,8 @@ def test_a_trace_sent_over_several_requests_is_extended(client):
     assert early["metadata"]["otlp"]["complete"] is False and early["outcome"] == "unknown"
     assert _post_json(client, request(rest)).json() == {}
     (full,) = _stored(client)
+    assert full["id"] == early["id"]  # replaced in place: a link to the early trajectory stays good
+    assert client.get(f"/v1/trajectories/{early['id']}").json()["n_messages"] == 5
     assert [m["role"] for m in full["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
     assert full["metadata"]["otlp"] == {"trace_id": TRACE, "spans": 4, "llm_spans": 2, "threads": 1,
                                         "complete": True}
