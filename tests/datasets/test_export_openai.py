@@ -55,9 +55,9 @@ SMOLAGENTS = {"format": "smolagents", "source": "mix", "external_id": "smolagent
     {"role": "tool-response", "content": "Call id: call_1\nObservation:\nLast output from code snippet:\n4"}]}
 
 
-@pytest.fixture
-def lines(client) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
-    for body in (OPENAI, SHAREGPT, SMOLAGENTS, {**REACT, "source": "mix"}):
+def _openai_lines(client: Any, bodies: Any) -> dict[str, dict[str, Any]]:
+    """Ingest and approve ``bodies``, snapshot them, and give each one's OpenAI-shape line by external_id."""
+    for body in bodies:
         r = client.post("/v1/trajectories", json=body)
         assert r.status_code == 201, r.text
         approve(client, r.json()["id"])
@@ -65,9 +65,13 @@ def lines(client) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
     r = client.get(f"/v1/datasets/{ds['id']}/export?format=openai")
     assert r.status_code == 200, r.text
     records = [json.loads(line) for line in client.get(f"/v1/datasets/{ds['id']}/export").text.splitlines()]
-    external = {client.get(f"/v1/trajectories/{rec['id']}").json()["external_id"]: k for k, rec in enumerate(records)}
-    examples = r.text.splitlines()  # the same order as the records
-    return {name: json.loads(examples[k]) for name, k in external.items()}
+    names = [client.get(f"/v1/trajectories/{rec['id']}").json()["external_id"] for rec in records]
+    return dict(zip(names, (json.loads(line) for line in r.text.splitlines()), strict=True))  # same order
+
+
+@pytest.fixture
+def lines(client) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    return _openai_lines(client, (OPENAI, SHAREGPT, SMOLAGENTS, {**REACT, "source": "mix"}))
 
 
 def test_every_line_passes_the_validator(lines) -> None:  # type: ignore[no-untyped-def]
@@ -159,16 +163,7 @@ INTERLEAVED = [  # assistant turns whose calls are not all at the end of the tur
 
 
 def test_calls_interleaved_with_reasoning_or_text_keep_their_call_shape(client) -> None:  # type: ignore[no-untyped-def]
-    for body in INTERLEAVED:
-        r = client.post("/v1/trajectories", json=body)
-        assert r.status_code == 201, r.text
-        approve(client, r.json()["id"])
-    ds = create(client, eval_fraction=0).json()
-    r = client.get(f"/v1/datasets/{ds['id']}/export?format=openai")
-    assert r.status_code == 200, r.text
-    records = [json.loads(line) for line in client.get(f"/v1/datasets/{ds['id']}/export").text.splitlines()]
-    names = [client.get(f"/v1/trajectories/{rec['id']}").json()["external_id"] for rec in records]
-    lines = dict(zip(names, (json.loads(line) for line in r.text.splitlines()), strict=True))
+    lines = _openai_lines(client, INTERLEAVED)
     assert set(lines) == {"thinking", "text", "responses"}
     for name, line in lines.items():
         assert openai_line_errors(line) == [], (name, line)
