@@ -40,6 +40,7 @@ PositiveInt4 = Annotated[int, Field(ge=1, le=INT4_MAX)]
 NonNegativeInt8 = Annotated[int, Field(ge=0, le=INT8_MAX)]
 
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_DIGITS = re.compile(r"[0-9]{1,18}")  # 18 digits always fit in a bigint
 
 
 def unstorable_at(value: str) -> int:
@@ -52,7 +53,6 @@ def unstorable_at(value: str) -> int:
         return value.find("\x00")
     bad = UNSTORABLE.search(value)
     return -1 if bad is None else bad.start()
-_DIGITS = re.compile(r"[0-9]{1,18}")  # 18 digits always fit in a bigint
 
 
 def _error(field: str, code: str, message: str) -> FieldError:
