@@ -104,7 +104,9 @@ def test_split_selection_and_unknown_values(app, client):
 def test_export_streams_20k_items_in_constant_memory(app, client):
     tid = ingest_approved(client, "big")
     clone(app, tid, 19_999)
-    ds = create(client, "big").json()
+    r = create(client, "big")
+    assert r.status_code == 201, r.text
+    ds = r.json()
     assert ds["counts"]["items"] == 20_000
 
     gen = app.state.session_factory()
