@@ -144,14 +144,19 @@ def _attr(column: str) -> str:
     return "metadata_" if column == "metadata" else column
 
 
+def _libpq_url(database_url: str) -> str:
+    """The database URL as psycopg takes it (no SQLAlchemy driver prefix)."""
+    from app.embedded import resolve_database_url
+
+    return resolve_database_url(database_url, None).replace("postgresql+psycopg://", "postgresql://")  # type: ignore[arg-type]
+
+
 def bench_raw_insert(database_url: str, batches: list[list[dict[str, Any]]], clients: int) -> float:
     """Multi-row INSERT of the prepared rows (trajectories + span revision 1), one commit per batch."""
     import orjson
     import psycopg
 
-    from app.embedded import resolve_database_url
-
-    url = resolve_database_url(database_url, None).replace("postgresql+psycopg://", "postgresql://")  # type: ignore[arg-type]
+    url = _libpq_url(database_url)
     from app.trajectories.repository import _JSON_COLUMNS, _TRAJECTORY_COLUMNS
 
     cols = list(_TRAJECTORY_COLUMNS)
@@ -186,10 +191,7 @@ def settle(database_url: str) -> None:
     """VACUUM ANALYZE the tables ingest writes, then CHECKPOINT (skipped where the role may not)."""
     import psycopg
 
-    from app.embedded import resolve_database_url
-
-    url = resolve_database_url(database_url, None).replace("postgresql+psycopg://", "postgresql://")  # type: ignore[arg-type]
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(_libpq_url(database_url), autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) trajectories, span_revisions")
         with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
             conn.execute("CHECKPOINT")
