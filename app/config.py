@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=200)
     db_max_overflow: int = Field(10, ge=0, le=200)
     db_statement_timeout_ms: int = Field(30_000, ge=100)
+    db_snapshot_timeout_ms: int = Field(
+        600_000, ge=100, description="Statement timeout inside a dataset snapshot's transaction (it copies every "
+        "selected trajectory in one statement, which may take longer than a request's statements should).")
     db_idle_in_transaction_timeout_ms: int = Field(
         60_000, ge=1000, description="The server ends a session left idle inside a transaction this long.")
     auth_cache_seconds: float = Field(5.0, ge=0, description="How long a verified key is trusted in memory "

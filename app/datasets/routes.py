@@ -49,14 +49,15 @@ def create_dataset(body: DatasetCreate, request: Request, response: Response, se
     snapshot pinned to their current span revisions, with a seeded train/eval split, statistics and
     a content hash. With an `Idempotency-Key`, a retried request answers the snapshot it made first
     instead of freezing a second one."""
-    ttl = request.app.state.settings.idempotency_ttl_seconds
+    settings = request.app.state.settings
+    ttl = settings.idempotency_ttl_seconds
     scoped, replay = idempotency.reserve(session, principal, idempotency_key, "datasets.create",
                                          body.model_dump(mode="json"), ttl)
     if replay is not None:
         response.status_code = 200
         response.headers["Location"] = f"/v1/datasets/{replay['id']}"
         return replay
-    row = service.create(session, body, principal.key_id)
+    row = service.create(session, body, principal.key_id, timeout_ms=settings.db_snapshot_timeout_ms)
     out = DatasetRead.model_validate(service.to_read(row, 0)).model_dump(mode="json")
     if scoped is not None:
         idempotency.store(session, scoped, 201, out)

@@ -2,10 +2,11 @@
 
 A snapshot is made in the request's one transaction: the dataset row, then every selected
 trajectory copied into ``dataset_items`` pinned to its current span revision (one INSERT …
-SELECT), then its statistics and content hash, stored on the row. Nothing afterwards writes to a
-snapshot's row or items: span edits, review changes and trajectory deletions only touch the
-trajectory tables. A filter that selects nothing is 422 ``empty_dataset`` and the transaction
-(dataset row included) rolls back.
+SELECT; the transaction runs under its own statement timeout, ``db_snapshot_timeout_ms``), then
+its statistics and content hash, stored on the row. Nothing afterwards writes to a snapshot's row
+or items: span edits, review changes and trajectory deletions only touch the trajectory tables. A
+filter that selects nothing is 422 ``empty_dataset`` and the transaction (dataset row included)
+rolls back.
 
 Deleting a trajectory that datasets hold is refused (409 ``trajectory_in_dataset``, naming them)
 unless forced; forcing records a tombstone per holding dataset, whose items keep their copy.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.datasets import repository as repo
@@ -30,8 +32,14 @@ class EmptyDataset(ValidationFailed):
     code = "empty_dataset"
 
 
-def create(session: Session, body: DatasetCreate, author_key_id: str) -> Dataset:
-    """Snapshot the trajectories ``body`` selects; raise ``EmptyDataset`` when there are none."""
+def create(session: Session, body: DatasetCreate, author_key_id: str, *, timeout_ms: int | None = None) -> Dataset:
+    """Snapshot the trajectories ``body`` selects; raise ``EmptyDataset`` when there are none.
+
+    ``timeout_ms``: the statement timeout for the rest of this transaction (``db_snapshot_timeout_ms``): the copy
+    of a large selection is one statement, legitimately longer than the per-statement guard of requests.
+    """
+    if timeout_ms is not None:
+        session.execute(text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
     statuses: list[str] = sorted(set(body.statuses))
     row = Dataset(
         id=uuid.uuid4(), name=body.name, description=body.description,

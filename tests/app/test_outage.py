@@ -104,3 +104,62 @@ def test_a_statement_past_the_timeout_is_a_503_database_timeout_naming_its_sqlst
     finally:
         locker.dispose()
         db.dispose()
+
+
+def test_a_dataset_snapshot_has_its_own_statement_timeout_and_it_does_not_leak(database_url, settings):
+    """A snapshot copies every selected trajectory in one statement: it runs under ``db_snapshot_timeout_ms``
+    (SET LOCAL), not the per-statement guard of requests, which the next request on the connection has again.
+    A lock held elsewhere for a second stands in for a large copy."""
+    import threading
+
+    import psycopg
+    from sqlalchemy import text
+
+    from app.db import Database
+    from app.main import create_app
+    from app.models import Base
+    from tests.datasets.helpers import create, ingest_approved
+
+    def held_for(seconds: float, table: str) -> threading.Timer:
+        conn = psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"))
+        conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")  # held until the timer rolls back
+        timer = threading.Timer(seconds, lambda: (conn.rollback(), conn.close()))
+        timer.start()
+        return timer
+
+    def app_with(snapshot_ms: int):  # type: ignore[no-untyped-def]
+        quick = settings.model_copy(update={"db_statement_timeout_ms": 300, "db_snapshot_timeout_ms": snapshot_ms})
+        db = Database(database_url, quick)
+        return db, TestClient(create_app(quick, database=db, migrate=False),
+                              headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+
+    db, client = app_with(30_000)
+    try:
+        with client:
+            ingest_approved(client, "snapshot-timeout")
+            timer = held_for(1.0, "span_revisions")
+            r = create(client, "waits-for-the-lock")
+            timer.join()
+            assert r.status_code == 201, r.text
+            assert r.json()["counts"]["items"] == 1
+            # The connection went back to the pool with the request guard in force.
+            for _ in range(3):  # every pooled connection the client may get
+                timer = held_for(0.6, "trajectories")
+                r = client.get("/v1/trajectories?limit=1")
+                timer.join()
+                assert r.status_code == 503 and r.json()["code"] == "database_timeout", r.text
+        db.dispose()
+        db, client = app_with(300)
+        with client:
+            timer = held_for(1.0, "span_revisions")
+            r = create(client, "gives-up")
+            timer.join()
+            assert r.status_code == 503 and r.json()["code"] == "database_timeout", r.text
+            assert client.get("/v1/datasets").json()["items"][0]["name"] == "waits-for-the-lock"
+    finally:
+        db.dispose()
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        cleaner = Database(database_url, settings)
+        with cleaner.engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+        cleaner.dispose()
