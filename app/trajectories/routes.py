@@ -129,7 +129,8 @@ def _create_batch_in(session: Session, payload: dict[str, Any], clean: bool,
         if o.error is not None:
             counts["failed"] += 1
             TRAJECTORIES_INGESTED.labels(format=fmt, result="rejected").inc()
-            results.append(BatchItemResult(index=i, status=o.status, error=o.error.to_problem()).model_dump(mode="json"))
+            failed = BatchItemResult(index=i, status=o.status, error=o.error.to_problem())
+            results.append(failed.model_dump(mode="json"))
         else:
             assert o.receipt is not None
             kind = "created" if o.status == 201 else "replayed"

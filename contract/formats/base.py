@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, NoReturn
 
 from contract.pglimits import JSON_INT_MAX, JSON_INT_MIN, MAX_JSON_DEPTH, UNSTORABLE, unstorable_at
@@ -187,37 +189,51 @@ def observation_content(content: Any, field: str, accept: TextParts = CHAT_TEXT_
 def is_json_value(value: Any, depth: int = ARGUMENTS_DEPTH) -> bool:
     """True for a JSON-compatible tree (str keys) bounded in size that ``contract.pglimits`` can store when it
     sits ``depth`` levels deep in the canonical messages (tool-call arguments sit 4 deep): storable text,
-    integers in range, finite numbers, nesting within ``MAX_JSON_DEPTH``."""
-    stack, nodes = [(value, depth)], 0
+    integers in range, finite numbers, nesting within ``MAX_JSON_DEPTH``, at most ``_MAX_JSON_NODES`` values.
+
+    Containers are walked with a stack; their members are checked in place, the exact JSON types first (what
+    a parser builds), anything else by ``_is_json_scalar``."""
+    if not isinstance(value, dict | list):
+        return _is_json_scalar(value)
+    stack, nodes = [(value, depth)], 1
     while stack:
         v, level = stack.pop()
-        nodes += 1
+        if level >= MAX_JSON_DEPTH:
+            return False
+        nodes += len(v)
         if nodes > _MAX_JSON_NODES:
             return False
-        if isinstance(v, str):
-            if unstorable_at(v) >= 0:
+        members: Iterable[Any] = v
+        if isinstance(v, dict):
+            for k in v:
+                if not isinstance(k, str) or unstorable_at(k) >= 0:
+                    return False
+            members = v.values()
+        for item in members:
+            kind = type(item)
+            if kind is str:
+                if unstorable_at(item) >= 0:
+                    return False
+            elif kind is int:
+                if not JSON_INT_MIN <= item <= JSON_INT_MAX:
+                    return False
+            elif kind is dict or kind is list or isinstance(item, dict | list):
+                stack.append((item, level + 1))
+            elif not (item is None or kind is bool or _is_json_scalar(item)):
                 return False
-        elif isinstance(v, dict | list):
-            if level >= MAX_JSON_DEPTH:
-                return False
-            if isinstance(v, dict):
-                for k, item in v.items():
-                    if not isinstance(k, str) or unstorable_at(k) >= 0:
-                        return False
-                    stack.append((item, level + 1))
-            else:
-                stack.extend((item, level + 1) for item in v)
-        elif isinstance(v, bool) or v is None:
-            continue
-        elif isinstance(v, int):
-            if not JSON_INT_MIN <= v <= JSON_INT_MAX:
-                return False
-        elif isinstance(v, float):
-            if not math.isfinite(v):
-                return False
-        else:
-            return False
     return True
+
+
+def _is_json_scalar(v: Any) -> bool:
+    if isinstance(v, str):
+        return unstorable_at(v) < 0
+    if isinstance(v, bool) or v is None:
+        return True
+    if isinstance(v, int):
+        return JSON_INT_MIN <= v <= JSON_INT_MAX
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return False
 
 
 def _reject_constant(name: str) -> Any:
@@ -227,6 +243,19 @@ def _reject_constant(name: str) -> Any:
 # Built once: json.loads/json.dumps with keyword arguments construct a new codec on every call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _ENCODER = json.JSONEncoder(ensure_ascii=False)  # the output of json.dumps(..., ensure_ascii=False)
+# JSONEncoder.encode also builds its C encoder on every call (a third of a tool call's rendering); this one is
+# built once, with the same settings. No circular-reference marks: values come from JSON, and the
+# interpreter's recursion limit still ends a cycle (RecursionError).
+_C_ENCODE = None if c_make_encoder is None else c_make_encoder(
+    None, _ENCODER.default, encode_basestring, None, _ENCODER.key_separator, _ENCODER.item_separator,
+    _ENCODER.sort_keys, _ENCODER.skipkeys, _ENCODER.allow_nan)
+
+
+def json_text(value: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False)``, byte for byte (the text rendered tool calls hold)."""
+    if _C_ENCODE is None:
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 def try_json(text: str) -> tuple[bool, Any]:
@@ -258,13 +287,13 @@ def export_arguments(value: Any) -> str:
     """The OpenAI `arguments` string that `parse_arguments` turns back into `value`."""
     if isinstance(value, str) and not try_json(value)[0]:
         return value
-    return _ENCODER.encode(value)
+    return json_text(value)
 
 
 def render_tool_call(name: str, arguments: Any, field: str = "tool_calls") -> str:
     """One Hermes/Qwen block: "<tool_call>\\n" + json.dumps({name, arguments}) + "\\n</tool_call>"."""
     try:
-        body = _ENCODER.encode({"name": name, "arguments": arguments})
+        body = json_text({"name": name, "arguments": arguments})
     except (ValueError, TypeError, RecursionError) as exc:
         fail(field, "invalid_value", f"cannot be rendered as JSON: {exc}")
     return "<tool_call>\n" + body + "\n</tool_call>"
