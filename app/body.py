@@ -90,7 +90,7 @@ def value_budget(size: int) -> int:
 
 def parse(body: Body) -> Parsed:
     """Parse a JSON body after the value budget check (see the module docstring); 413/422 on failure."""
-    values = body.count(b",") + body.count(b"{") + body.count(b"[") + 1
+    values = len(body) - len(body.translate(None, b",{[")) + 1  # one pass (three counts take twice as long)
     budget = value_budget(len(body))
     if values > budget:
         raise PayloadTooLarge(

@@ -31,6 +31,7 @@ _AFTER_NEWLINE = re.compile("\n" + _LINE_MARKER, re.M)
 _EXIT_CODE = re.compile(
     r"\b(?:exit(?:ed with)? (?:code|status)|return ?code|returncode)[ \t]*[:=]?[ \t]*(?:-\d+|[1-9]\d*)", re.I
 )
+_ACTION, _OBSERVATION = SpanKind.ACTION, SpanKind.OBSERVATION  # looked up once (enum members are descriptors)
 _JSON_ERROR = re.compile(r"\s*\{\s*\"error\"\s*:\s*+(?!null\b)")
 
 
@@ -55,16 +56,24 @@ class Complexity(TypedDict):
 
 
 def compute_complexity(messages: Sequence[Message], spans: Sequence[Span]) -> Complexity:
-    observed = {s["message"] for s in spans if s["kind"] == SpanKind.OBSERVATION}
-    n_tool_errors = sum(
-        1 for i, m in enumerate(messages)
-        if (m["role"] == "tool" or i in observed) and looks_like_error(m["text"])
-    )
-    n_actions = sum(1 for s in spans if s["kind"] == SpanKind.ACTION)
-    n_chars = sum(len(m["text"]) for m in messages)
+    n_actions, observed = 0, set()
+    for s in spans:
+        kind = s["kind"]
+        if kind == _ACTION:
+            n_actions += 1
+        elif kind == _OBSERVATION:
+            observed.add(s["message"])
+    n_steps = n_chars = n_tool_errors = 0
+    for i, m in enumerate(messages):
+        role, text = m["role"], m["text"]
+        n_chars += len(text)
+        if role == "assistant":
+            n_steps += 1
+        if (role == "tool" or i in observed) and looks_like_error(text):
+            n_tool_errors += 1
     return {
         "n_actions": n_actions,
-        "n_steps": sum(1 for m in messages if m["role"] == "assistant"),
+        "n_steps": n_steps,
         "n_chars": n_chars,
         "n_tool_errors": n_tool_errors,
         "score": n_actions + 2 * n_tool_errors + n_chars / 2000,

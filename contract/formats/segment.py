@@ -127,6 +127,8 @@ def find_labels(text: str, start: int = 0, end: int | None = None) -> list[Label
     """ReAct labels at line starts inside text[start:end], in order."""
     end = len(text) if end is None else end
     out: list[Label] = []
+    if text.find(":", start, end) < 0:  # every label ends with one; most prose has none
+        return out
     if start == 0 or text.startswith("\n", start - 1):
         m = _LABEL_AT.match(text, start, end)
         if m:
@@ -175,7 +177,7 @@ def free_text_spans(text: str, start: int, end: int, final: bool, commands: bool
             out.append((start, pos, SpanKind.REASON))
     if pos >= end:
         return out
-    blocks = list(_INLINE_CALL.finditer(text, pos, end))
+    blocks = list(_INLINE_CALL.finditer(text, pos, end)) if text.find("<tool_call>", pos, end) >= 0 else []
     if blocks:
         cur = pos
         for b in blocks:
