@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Annotated, Any, get_args
@@ -124,21 +125,23 @@ def _create_batch_in(session: Session, payload: dict[str, Any], clean: bool,
     outcomes = service.ingest(session, items, settings, principal, raw_texts=raw_texts, clean=clean)
     results = []
     counts = {"created": 0, "replayed": 0, "failed": 0}
+    by_label: Counter[tuple[str, str]] = Counter()  # the metric, counted once per label pair
     for i, (item, o) in enumerate(zip(items, outcomes, strict=True)):
-        fmt = _format_label(item)
         if o.error is not None:
             counts["failed"] += 1
-            TRAJECTORIES_INGESTED.labels(format=fmt, result="rejected").inc()
+            by_label[_format_label(item), "rejected"] += 1
             failed = BatchItemResult(index=i, status=o.status, error=o.error.to_problem())
             results.append(failed.model_dump(mode="json"))
         else:
             assert o.receipt is not None
             kind = "created" if o.status == 201 else "replayed"
             counts[kind] += 1
-            TRAJECTORIES_INGESTED.labels(format=fmt, result=kind).inc()
+            by_label[_format_label(item), kind] += 1
             # BatchItemResult's JSON form, written out: one model per item costs more than the rest of the answer
             results.append({"index": i, "status": o.status, "id": str(o.receipt.id), "created": o.receipt.created,
                             "sanitized": o.receipt.sanitized, "error": None})
+    for (fmt, result), n in by_label.items():
+        TRAJECTORIES_INGESTED.labels(format=fmt, result=result).inc(n)
     out = {**counts, "items": results}
     if scoped is not None:
         idempotency.store(session, scoped, 200, out)

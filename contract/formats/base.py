@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 
 from contract.pglimits import JSON_INT_MAX, JSON_INT_MIN, MAX_JSON_DEPTH, UNSTORABLE, unstorable_at
 from contract.spans import Message, Span, ToolCall
@@ -94,6 +94,13 @@ def req_str(value: Any, field: str) -> str:
 
 def opt_str(value: Any, field: str) -> str | None:
     return None if value is None else req_str(value, field)
+
+
+def is_text(value: Any) -> TypeGuard[str]:
+    """A string ``req_str`` takes as is. A parser's fast path: only when this is False does it build the field's
+    path and call the checker that refuses with it (the path of every field, built eagerly, costs more than
+    the checks)."""
+    return type(value) is str and unstorable_at(value) < 0
 
 
 def req_role(value: Any, allowed: Any, field: str) -> str:

@@ -35,6 +35,7 @@ from contract.formats.base import (
     ParsedTrajectory,
     content_text,
     fail,
+    is_text,
     observation_content,
     openai_arguments,
     opt_str,
@@ -61,21 +62,27 @@ _ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "u
 
 
 def _call(raw: Any, field: str, *, legacy: bool) -> ToolCall:
+    # Field paths are built only on the way to an error (is_text); the checkers then word it.
     req_dict(raw, field)
     if legacy:
-        fn, fn_field, call_id = raw, field, None
+        fn, call_id = raw, None
     else:
         kind = raw.get("type", "function")
         if kind != "function":
             fail(f"{field}.type", "invalid_tool_call",
                  f"only 'function' tool calls are supported, got {kind!r}")
-        call_id = opt_str(raw.get("id"), f"{field}.id")
-        fn_field = f"{field}.function"
-        if raw.get("function") is None:
-            fail(fn_field, "missing_field", "is required")
-        fn = req_dict(raw["function"], fn_field)
-    name = req_str(fn.get("name"), f"{fn_field}.name")
-    if not name:
+        call_id = raw.get("id")
+        if call_id is not None and not is_text(call_id):
+            req_str(call_id, f"{field}.id")
+        fn = raw.get("function")
+        if not isinstance(fn, dict):
+            if fn is None:
+                fail(f"{field}.function", "missing_field", "is required")
+            req_dict(fn, f"{field}.function")
+    fn_field = field if legacy else f"{field}.function"
+    name = fn.get("name")
+    if not name or not is_text(name):
+        req_str(name, f"{fn_field}.name")
         fail(f"{fn_field}.name", "invalid_tool_call", "must not be empty")
     if "arguments" not in fn:
         fail(f"{fn_field}.arguments", "missing_field", "is required")
@@ -86,10 +93,18 @@ def _call(raw: Any, field: str, *, legacy: bool) -> ToolCall:
     return call
 
 
+def _str_field(m: dict[str, Any], key: str, f: str) -> str | None:
+    """``opt_str(m.get(key), f"{f}.{key}")``, the path built only for an error."""
+    value = m.get(key)
+    if value is None or is_text(value):
+        return value
+    return opt_str(value, f"{f}.{key}")
+
+
 def _assistant(m: dict[str, Any], f: str) -> tuple[Message, list[int]]:
-    content = content_text(m.get("content"), f"{f}.content")
-    reasoning = opt_str(m.get("reasoning_content"), f"{f}.reasoning_content") or opt_str(
-        m.get("reasoning"), f"{f}.reasoning")
+    given = m.get("content")
+    content: str = given if is_text(given) else content_text(given, f"{f}.content")
+    reasoning = _str_field(m, "reasoning_content", f) or _str_field(m, "reasoning", f)
     raw_calls, legacy = m.get("tool_calls"), m.get("function_call")
     if raw_calls is not None and not isinstance(raw_calls, list):
         fail(f"{f}.tool_calls", "invalid_type", "must be an array of tool calls")
@@ -122,13 +137,18 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
     for i, m in enumerate(raw_messages):
         f = f"messages[{i}]"
         req_dict(m, f)
-        role = req_role(m.get("role"), _ROLES, f"{f}.role")
+        role = m.get("role")
+        if type(role) is not str or role not in _ROLES:
+            req_role(role, _ROLES, f"{f}.role")
         lens: list[int] = []
         if role == "assistant":
             msg, lens = _assistant(m, f)
             call_ids.update(c["id"] for c in msg.get("tool_calls", ()) if c["id"] is not None)
         else:
-            text, n = observation_content(m.get("content"), f"{f}.content")
+            text = m.get("content")
+            n = 0
+            if not is_text(text):
+                text, n = observation_content(text, f"{f}.content")
             if n and role in ("system", "developer"):
                 content_text(m.get("content"), f"{f}.content")  # context text: strict
             if n and role == "user":
@@ -136,13 +156,13 @@ def parse(payload: dict[str, Any]) -> ParsedTrajectory:
             sanitized += n
             msg = {"role": _ROLES[role], "text": text}
             if msg["role"] == "tool":
-                call_id = opt_str(m.get("tool_call_id"), f"{f}.tool_call_id")
+                call_id = _str_field(m, "tool_call_id", f)
                 if call_id is not None:
                     if call_id not in call_ids:
                         fail(f"{f}.tool_call_id", "unknown_tool_call_id",
                              f"{call_id!r} matches no tool call of an earlier assistant message")
                     msg["tool_call_id"] = call_id
-                name = opt_str(m.get("name"), f"{f}.name")
+                name = _str_field(m, "name", f)
                 if name is not None:
                     msg["name"] = name
         messages.append(msg)
