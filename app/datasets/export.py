@@ -45,7 +45,8 @@ from sqlalchemy.orm import Session
 
 from app.datasets import records
 from contract.formats import anthropic, responses
-from contract.formats.base import split_calls, try_json
+from contract.formats.base import split_calls
+from contract.formats.jsonvalue import try_json
 from contract.formats.parts import CALL, TEXT, Piece, assistant_message, block_arguments, chat_tools, split_turn
 from contract.spans import SUPERVISED_KINDS, DatasetRecord, Message, ToolCall
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from contract.formats.base import try_json
+from contract.formats.jsonvalue import try_json
 
 GenAIMessage = dict[str, Any]
 Attrs = dict[str, Any]

@@ -32,7 +32,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.formats.base import fail, json_type, try_json
+from contract.formats.base import fail, json_type
+from contract.formats.jsonvalue import try_json
 from contract.formats.otlp_messages import GenAIMessage, is_tool_span, span_messages, tool_result
 
 _HEX = re.compile(r"[0-9a-fA-F]*")

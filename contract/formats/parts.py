@@ -27,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from contract.formats.base import UNSTORABLE_JSON, fail, is_json_value, try_json
+from contract.formats.base import fail
+from contract.formats.jsonvalue import UNSTORABLE_JSON, is_json_value, try_json
 from contract.formats.segment import Piece as SpanPiece
 from contract.formats.segment import free_text_spans
 from contract.spans import Message, SpanKind, ToolCall

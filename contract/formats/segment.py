@@ -127,7 +127,7 @@ def find_labels(text: str, start: int = 0, end: int | None = None) -> list[Label
     """ReAct labels at line starts inside text[start:end], in order."""
     end = len(text) if end is None else end
     out: list[Label] = []
-    if text.find(":", start, end) < 0:  # every label ends with one; most prose has none
+    if text.find(":", start, end) < 0:  # every label ends with one: a C scan rules most sentences out
         return out
     if start == 0 or text.startswith("\n", start - 1):
         m = _LABEL_AT.match(text, start, end)

@@ -30,10 +30,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from contract.formats.base import (
-    UNSTORABLE_JSON,
     ParsedTrajectory,
     fail,
-    is_json_value,
     json_type,
     observation_text,
     opt_str,
@@ -44,8 +42,8 @@ from contract.formats.base import (
     req_role,
     req_str,
     split_calls,
-    try_json,
 )
+from contract.formats.jsonvalue import UNSTORABLE_JSON, is_json_value, try_json
 from contract.formats.segment import (
     auto_spans,
     hermes_assistant_spans,

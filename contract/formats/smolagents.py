@@ -45,7 +45,6 @@ from typing import Any
 from contract.formats.base import (
     ParsedTrajectory,
     content_text,
-    is_json_value,
     observation_content,
     opt_str,
     parse_tools,
@@ -55,6 +54,7 @@ from contract.formats.base import (
     req_role,
     split_calls,
 )
+from contract.formats.jsonvalue import is_json_value
 from contract.formats.segment import (
     Piece,
     auto_spans,

@@ -40,11 +40,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from contract.formats.base import (
-    UNSTORABLE_JSON,
     ParsedTrajectory,
     content_text,
     fail,
-    is_json_value,
     observation_content,
     openai_arguments,
     opt_str,
@@ -56,6 +54,7 @@ from contract.formats.base import (
     req_str,
     split_calls,
 )
+from contract.formats.jsonvalue import UNSTORABLE_JSON, is_json_value
 from contract.formats.segment import Piece, auto_spans, free_text_spans, hermes_assistant_spans
 from contract.spans import Message, Role, ToolCall
 

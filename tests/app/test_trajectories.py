@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from app.trajectories.schemas import BatchResult
 from tests.app.payloads import REACT, openai, padded_openai
 
 PROBLEM = "application/problem+json"
@@ -146,6 +147,8 @@ def test_batch_partial_success(client):
     assert [i.get("sanitized") for i in body["items"]] == [0, None, 0, 0]
     assert body["items"][1]["error"]["code"] == "validation_error"
     assert body["items"][1]["error"]["errors"][0]["field"] == "messages"
+    # The route writes the answer itself: it is BatchResult's own JSON form, field for field.
+    assert BatchResult.model_validate(body).model_dump(mode="json") == body
     page = client.get("/v1/trajectories").json()["items"]
     assert {p["external_id"] for p in page} == {"b-0", "b-2"}
 
