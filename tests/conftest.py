@@ -100,16 +100,22 @@ def app(database, settings):  # type: ignore[no-untyped-def]
     connection.close()
 
 
+def truncate_all(engine) -> None:  # type: ignore[no-untyped-def]
+    """Empty every table of the schema (after a test that committed for real)."""
+    from app.models import Base
+
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+
+
 @pytest.fixture
 def committed_app(database, settings):  # type: ignore[no-untyped-def]
     """The API committing for real (for races); every table is truncated afterwards."""
     from app.main import create_app
-    from app.models import Base
 
     yield create_app(settings, database=database, migrate=False)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with database.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+    truncate_all(database.engine)
 
 
 def _client(application):  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.app.payloads import openai
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, truncate_all
 
 
 @pytest.fixture
@@ -106,18 +106,16 @@ def test_a_statement_past_the_timeout_is_a_503_database_timeout_naming_its_sqlst
         db.dispose()
 
 
-def test_a_dataset_snapshot_has_its_own_statement_timeout_and_it_does_not_leak(database_url, settings):
+def test_a_dataset_snapshot_has_its_own_statement_timeout_and_it_does_not_leak(database, database_url, settings):
     """A snapshot copies every selected trajectory in one statement: it runs under ``db_snapshot_timeout_ms``
     (SET LOCAL), not the per-statement guard of requests, which the next request on the connection has again.
     A lock held elsewhere for a second stands in for a large copy."""
     import threading
 
     import psycopg
-    from sqlalchemy import text
 
     from app.db import Database
     from app.main import create_app
-    from app.models import Base
     from tests.datasets.helpers import create, ingest_approved
 
     def held_for(seconds: float, table: str) -> threading.Timer:
@@ -158,8 +156,4 @@ def test_a_dataset_snapshot_has_its_own_statement_timeout_and_it_does_not_leak(d
             assert client.get("/v1/datasets").json()["items"][0]["name"] == "waits-for-the-lock"
     finally:
         db.dispose()
-        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        cleaner = Database(database_url, settings)
-        with cleaner.engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {tables} CASCADE"))
-        cleaner.dispose()
+        truncate_all(database.engine)

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.app.payloads import openai
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, truncate_all
 
 LONG = 3600.0  # a key would stay trusted this long without eviction
 
@@ -51,7 +51,7 @@ def test_the_revoking_process_refuses_the_key_at_once(database: Any, settings: A
         assert admin.delete(f"/v1/keys/{key_id}").status_code == 200
         r = admin.post("/v1/trajectories", json=openai("rc-2"), headers=auth)
         assert r.status_code == 401 and r.json()["code"] == "invalid_api_key"
-    _truncate(database)
+    truncate_all(database.engine)
 
 
 def test_another_process_refuses_the_key_once_the_notify_arrives(database: Any, settings: Any) -> None:
@@ -78,14 +78,5 @@ def test_another_process_refuses_the_key_once_the_notify_arrives(database: Any, 
             # and it stays refused (not a one-off miss)
             assert other.get("/v1/trajectories", headers=auth).status_code == 401
     finally:
-        _truncate(database)
+        truncate_all(database.engine)
 
-
-def _truncate(database: Any) -> None:
-    from sqlalchemy import text
-
-    from app.models import Base
-
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with database.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} CASCADE"))

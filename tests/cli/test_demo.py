@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.conftest import truncate_all
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,13 +25,9 @@ def demo_database(database_url: str) -> Iterator[str]:
     """The test database for a demo that commits for real: every table is truncated afterwards, so no later
     test (in any order) sees the demo's trajectories, dataset or job."""
     yield database_url
-    from app.models import Base
-
     engine = create_engine(database_url)
     try:
-        with engine.begin() as conn:
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-                              + " CASCADE"))
+        truncate_all(engine)
     finally:
         engine.dispose()
 

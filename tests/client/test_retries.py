@@ -14,6 +14,7 @@ from distillery import Distillery, DistilleryError, Retry
 from distillery.transport import retry_after
 from tests.app.payloads import openai
 from tests.client.conftest import Server
+from tests.conftest import truncate_all
 
 
 class Script:
@@ -131,18 +132,14 @@ def test_backoff_grows_exponentially_and_is_jittered() -> None:
 @pytest.fixture
 def limited_server(database, settings) -> Any:  # type: ignore[no-untyped-def]
     """The API with a rate limit of one request a second (burst 1): the second request is a real 429."""
-    from sqlalchemy import text
-
     from app.main import create_app
-    from app.models import Base
 
     strict = settings.model_copy(update={"rate_limit_per_second": 1.0, "rate_limit_burst": 1})
     server = Server(create_app(strict, database=database, migrate=False))
     server.start()
     yield server
     server.stop()
-    with database.engine.begin() as conn:
-        conn.execute(text("TRUNCATE " + ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables) + " CASCADE"))
+    truncate_all(database.engine)
 
 
 def test_a_rate_limited_call_waits_as_told_and_then_succeeds(limited_server: Server) -> None:
