@@ -225,34 +225,28 @@ def main() -> None:
     run = uuid.uuid4().hex[:6]
     rounds = max(1, args.rounds)
     settings = Settings()
-    # Each round posts its own trajectories (new external ids), so no round replays an earlier one.
-    plans = []
-    for r in range(rounds):
-        single = [make_trajectory(i, f"{run}s{r}", args.size) for i in range(args.single)]
-        batched = [make_trajectory(i, f"{run}b{r}", args.size) for i in range(args.batched)]
-        raw_items = [make_trajectory(i, f"{run}r{r}", args.size) for i in range(args.batched)]
-        chunks = [batched[i:i + args.batch_size] for i in range(0, len(batched), args.batch_size)]
-        raw_prepared = [{"row": (p := prepare(t, settings, raw=orjson.dumps(t).decode(), clean=True)).row,
-                         "spans": p.spans} for t in raw_items]
-        plans.append({
-            "single": [orjson.dumps(t) for t in single],
-            "batches": [orjson.dumps({"items": c}) for c in chunks],
-            "raw": [raw_prepared[i:i + args.batch_size] for i in range(0, len(raw_prepared), args.batch_size)],
-        })
-    avg_bytes = sum(len(orjson.dumps(t)) for t in batched[:200]) / min(200, len(batched))
+    def plan(tag: str, n_single: int, n_batched: int) -> dict[str, Any]:
+        """Request bodies for the single and batched phases, and the prepared rows of the raw phase; each
+        phase its own trajectories (external ids under ``tag``), so no phase replays another's."""
+        single = [make_trajectory(i, f"{run}s{tag}", args.size) for i in range(n_single)]
+        batched = [make_trajectory(i, f"{run}b{tag}", args.size) for i in range(n_batched)]
+        raw = [{"row": (p := prepare(t, settings, raw=orjson.dumps(t).decode(), clean=True)).row, "spans": p.spans}
+               for t in (make_trajectory(i, f"{run}r{tag}", args.size) for i in range(n_batched))]
+        chunks = range(0, n_batched, args.batch_size)
+        return {"single": [orjson.dumps(t) for t in single],
+                "batches": [orjson.dumps({"items": batched[i:i + args.batch_size]}) for i in chunks],
+                "raw": [raw[i:i + args.batch_size] for i in chunks]}
 
-    # Warm-up rows: both paths run before the clock (connections, prepared statements, the interpreter's caches).
-    warm = [make_trajectory(i, f"{run}w", args.size) for i in range(50 + 4 * args.batch_size)]
-    warm_batches = [orjson.dumps({"items": warm[i:i + args.batch_size]})
-                    for i in range(50, 50 + 2 * args.batch_size, args.batch_size)]
-    warm_raw = [[{"row": (p := prepare(t, settings, raw=orjson.dumps(t).decode(), clean=True)).row, "spans": p.spans}
-                 for t in warm[i:i + args.batch_size]]
-                for i in range(50 + 2 * args.batch_size, len(warm), args.batch_size)]
+    plans = [plan(str(r), args.single, args.batched) for r in range(rounds)]
+    # Warm-up: both paths run before the clock (connections, prepared statements, the interpreter's caches).
+    warm = plan("w", 50, 2 * args.batch_size)
+    sample = [make_trajectory(i, f"{run}b0", args.size) for i in range(min(200, args.batched))]
+    avg_bytes = sum(len(orjson.dumps(t)) for t in sample) / len(sample)
 
     def measure(base: str, db_url: str) -> None:
-        bench_api_single(base, args.api_key, [orjson.dumps(t) for t in warm[:50]], 4)
-        bench_api_batch(base, args.api_key, warm_batches, args.batch_clients)
-        bench_raw_insert(db_url, warm_raw, args.batch_clients)
+        bench_api_single(base, args.api_key, warm["single"], 4)
+        bench_api_batch(base, args.api_key, warm["batches"], args.batch_clients)
+        bench_raw_insert(db_url, warm["raw"], args.batch_clients)
         rows, ratios, p99s, rates = [], [], [], []
         for r, plan in enumerate(plans, 1):
             # The three phases back to back, then again: the machine's drift hits API and raw alike.
@@ -261,7 +255,8 @@ def main() -> None:
             settle(db_url)
             s_sec, s_lat = bench_api_single(base, args.api_key, plan["single"], args.clients)
             # Batched and raw take turns going first, so neither always meets the larger table.
-            for phase in (("batch", "raw") if r % 2 else ("raw", "batch")):
+            batch_first = r % 2 == 1
+            for phase in (("batch", "raw") if batch_first else ("raw", "batch")):
                 settle(db_url)
                 if phase == "batch":
                     b_sec, b_lat = bench_api_batch(base, args.api_key, plan["batches"], args.batch_clients)
@@ -275,10 +270,11 @@ def main() -> None:
                 [r, "API single POST", args.clients, args.single, args.single / s_sec,
                  args.single * avg_bytes / s_sec / 1e6, percentile(s_lat, 50) * 1000, percentile(s_lat, 99) * 1000,
                  "-"],
-                [r, "API batch POST" + (" (1st)" if r % 2 else " (2nd)"), args.batch_clients, args.batched, api_rate,
+                [r, "API batch POST" + (" (1st)" if batch_first else " (2nd)"), args.batch_clients, args.batched,
+                 api_rate,
                  args.batched * avg_bytes / b_sec / 1e6, percentile(b_lat, 50) * 1000, percentile(b_lat, 99) * 1000,
                  f"{api_rate / raw_rate:.0%}"],
-                [r, "raw multi-row INSERT" + (" (2nd)" if r % 2 else " (1st)"), args.batch_clients, args.batched,
+                [r, "raw multi-row INSERT" + (" (2nd)" if batch_first else " (1st)"), args.batch_clients, args.batched,
                  raw_rate,
                  args.batched * avg_bytes / r_sec / 1e6, "-", "-", "-"],
             ]
